@@ -1,0 +1,15 @@
+"""Shared test settings: Hypothesis profiles.
+
+LSNET_HYPOTHESIS_PROFILE picks one: "ci" (default, few examples) or "deep" (many).
+"""
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.register_profile(
+    "deep", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile(os.environ.get("LSNET_HYPOTHESIS_PROFILE", "ci"))
