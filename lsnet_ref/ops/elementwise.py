@@ -3,6 +3,8 @@ from ..function import Function
 from ..tensor import Tensor
 from ._checks import check_float, check_same_dtype
 
+__all__ = ["add", "mul", "relu", "sigmoid"]
+
 
 class AddFunction(Function):
     def forward(self, a, b):

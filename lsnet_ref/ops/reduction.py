@@ -2,6 +2,8 @@
 from ..function import Function
 from ._checks import check_float
 
+__all__ = ["mean", "sum"]
+
 
 class SumFunction(Function):
     def forward(self, x):

@@ -4,6 +4,8 @@ import numpy as np
 from ..function import Function
 from ._checks import check_tensor
 
+__all__ = ["reshape"]
+
 
 class ReshapeFunction(Function):
     def __init__(self, shape):

@@ -4,6 +4,8 @@ import math
 from ..function import Function
 from ._checks import check_odd, check_rank, check_same_dtype
 
+__all__ = ["ska"]
+
 
 class SKAFunction(Function):
     def __init__(self, groups, kernel_size):
