@@ -1,0 +1,169 @@
+"""Checkpoint files: PyTorch's zip format both ways, .npz, and the refusals."""
+import argparse
+import os
+import pickle
+import struct
+import zipfile
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+import lsnet_ref.checkpoint as checkpoint
+from lsnet_ref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def sample_state_dict():
+    rng = np.random.default_rng(0)
+    return OrderedDict(
+        [
+            ("blocks1.0.c.weight", torch.from_numpy(rng.standard_normal((8, 4, 3, 3)).astype(np.float32))),
+            ("blocks1.0.bn.num_batches_tracked", torch.tensor(7)),
+            ("head.l.weight", torch.from_numpy(rng.standard_normal((5, 8)))),
+            ("blocks4.1.mixer.m.attention_bias_idxs", torch.arange(16).reshape(4, 4)),
+        ]
+    )
+
+
+def assert_same_state(ours, theirs):
+    assert list(ours) == list(theirs)
+    for name, tensor in theirs.items():
+        expected = tensor.numpy()
+        assert ours[name].dtype == expected.dtype and ours[name].shape == expected.shape, name
+        np.testing.assert_array_equal(ours[name], expected, err_msg=name)
+
+
+@pytest.mark.parametrize("layout", ["bare", "model", "model_ema", "module_prefix"])
+def test_torch_saved_checkpoints_load_without_torch_semantics_lost(tmp_path, layout):
+    state = sample_state_dict()
+    stored = {
+        "bare": state,
+        "model": {"model": state, "epoch": 3, "args": argparse.Namespace(lr=4e-3, model="lsnet_t")},
+        "model_ema": {"model_ema": state, "max_accuracy": np.float64(74.9)},
+        "module_prefix": OrderedDict(("module." + k, v) for k, v in state.items()),
+    }[layout]
+    path = tmp_path / "authors.pth"
+    torch.save(stored, path)
+    assert_same_state(load_checkpoint(path), state)
+
+
+def test_views_into_shared_storage_load_as_their_own_values(tmp_path):
+    base = torch.arange(24, dtype=torch.float64).reshape(4, 6)
+    state = {"transposed": base.t(), "sliced": base[1:3, ::2], "scalar": base[2, 3]}
+    torch.save(state, tmp_path / "views.pth")
+    loaded = load_checkpoint(tmp_path / "views.pth")
+    for name, tensor in state.items():
+        np.testing.assert_array_equal(loaded[name], tensor.numpy(), err_msg=name)
+
+
+def test_our_checkpoint_loads_in_torch_weights_only(tmp_path):
+    state = {k: v.numpy() for k, v in sample_state_dict().items()}
+    path = tmp_path / "ours.pth"
+    save_checkpoint(state, path)
+    loaded = torch.load(path, weights_only=True)
+    assert_same_state({k: v for k, v in state.items()}, loaded)
+    assert_same_state(load_checkpoint(path), loaded)
+
+
+def test_nested_objects_round_trip_through_torch(tmp_path):
+    obj = {
+        "model": {"w": np.ones((2, 3), np.float32)},
+        "epoch": 4,
+        "rng": [2**100 + 3, -(2**40), 0.25, None, True, "pcg64"],
+        "position": (3, 17),
+    }
+    path = tmp_path / "full.pth"
+    checkpoint.save(obj, path)
+    for loaded in (checkpoint.load(path), torch.load(path, weights_only=True)):
+        assert loaded["epoch"] == 4 and loaded["rng"] == obj["rng"] and tuple(loaded["position"]) == (3, 17)
+        np.testing.assert_array_equal(np.asarray(loaded["model"]["w"]), obj["model"]["w"])
+
+
+def test_npz_round_trip(tmp_path):
+    state = {k: v.numpy() for k, v in sample_state_dict().items()}
+    save_checkpoint(state, tmp_path / "weights.npz")
+    loaded = load_checkpoint(tmp_path / "weights.npz")
+    assert_same_state(loaded, {k: torch.from_numpy(v) for k, v in state.items()})
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "executed"
+    path = tmp_path / "evil.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("evil/data.pkl", pickle.dumps({"w": _RunsCode(marker)}, protocol=2))
+    with pytest.raises(CheckpointError, match="refuses the global (posix|os).system"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "cut.pth"
+    torch.save(sample_state_dict(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.pth: truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_corrupt_storage_bytes_are_a_clear_error(tmp_path):
+    path = tmp_path / "flipped.pth"
+    torch.save(sample_state_dict(), path)
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith("data/0"))
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    data[info.header_offset + 30 + name_length + extra_length + 5] ^= 0xFF  # a byte of the storage
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="flipped.pth: truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_missing_file_and_non_checkpoint_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        load_checkpoint(tmp_path / "absent.pth")
+    (tmp_path / "notes.pth").write_text("hello")
+    with pytest.raises(CheckpointError, match="notes.pth: truncated or corrupt"):
+        load_checkpoint(tmp_path / "notes.pth")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="holds a list, not a state dict"):
+        load_checkpoint(tmp_path / "list.pth")
+
+
+def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "weights.pth"
+    good = {"w": np.ones(3, np.float32)}
+    save_checkpoint(good, path)
+    before = path.read_bytes()
+
+    def broken_writestr(self, name, data, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", broken_writestr)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"w": np.zeros(3, np.float32)}, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.pth"]
+
+
+def test_unsupported_values_are_refused_before_writing(tmp_path):
+    with pytest.raises(TypeError, match="cannot store a set"):
+        checkpoint.save({"s": {1, 2}}, tmp_path / "x.pth")
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_pickle_stream_is_protocol_2_with_tensor_rebuilds(tmp_path):
+    path = tmp_path / "ours.pth"
+    save_checkpoint({"w": np.zeros((2, 2), np.float32)}, path)
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read("ours/data.pkl")
+    assert data[:2] == b"\x80\x02" and b"_rebuild_tensor_v2" in data and b"FloatStorage" in data
+    assert data[-1:] == b"."
