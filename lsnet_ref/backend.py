@@ -15,11 +15,16 @@ def check_device(device):
     return device
 
 
+def is_device_array(obj):
+    """True for numba.cuda device arrays (the simulator's too, which lack __cuda_array_interface__)."""
+    return not isinstance(obj, np.ndarray) and hasattr(obj, "copy_to_host")
+
+
 def device_of(array):
     """'cpu' for a NumPy array, 'cuda' for a numba.cuda device array."""
     if isinstance(array, np.ndarray):
         return "cpu"
-    if hasattr(array, "__cuda_array_interface__"):
+    if is_device_array(array):
         return "cuda"
     raise TypeError(f"expected a NumPy array or a CUDA device array; got {type(array).__name__}")
 

@@ -35,7 +35,7 @@ def no_grad():
 
 def _as_array(data, dtype, device):
     """An array of `data`: Python floats become float32, as in PyTorch; arrays keep their dtype."""
-    if hasattr(data, "__cuda_array_interface__") and not isinstance(data, np.ndarray):
+    if backend.is_device_array(data):
         array = data
         if dtype is not None and np.dtype(dtype) != array.dtype:
             raise ValueError(f"Tensor: a device array keeps its dtype {array.dtype}; got dtype={dtype}")

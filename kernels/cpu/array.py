@@ -45,7 +45,7 @@ def scale(a, factor):
 
 
 def add_scalar(a, value):
-    return a + a.dtype.type(value)
+    return np.asarray(a + a.dtype.type(value))
 
 
 def relu_fwd(x):
