@@ -1,2 +1,235 @@
-"""(being written)"""
-__all__ = []
+"""BatchNorm (statistics per channel) and GroupNorm (statistics per sample and group).
+
+x: (N, C, *), viewed as (N, C, L) with L the product of the trailing axes. Sums accumulate in
+float64; statistics and outputs have x's dtype. Variances are biased (divided by the count).
+"""
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "batch_norm_stats", "batch_norm_fwd", "batch_norm_bwd", "batch_norm_bwd_eval", "batch_norm_bwd_weight",
+    "batch_norm_update_running", "group_norm_fwd", "group_norm_bwd",
+]
+
+
+@njit(parallel=True, cache=True)
+def _batch_norm_stats(x, mean, var):
+    batch, channels, length = x.shape
+    count = batch * length
+    for c in prange(channels):
+        total = 0.0
+        for n in range(batch):
+            for i in range(length):
+                total += x[n, c, i]
+        mu = total / count
+        squares = 0.0
+        for n in range(batch):
+            for i in range(length):
+                centred = x[n, c, i] - mu
+                squares += centred * centred
+        mean[c] = mu
+        var[c] = squares / count
+
+
+@njit(parallel=True, cache=True)
+def _batch_norm_fwd(x, mean, var, weight, bias, eps, y):
+    batch, channels, length = x.shape
+    for c in prange(channels):
+        scale = weight[c] / np.sqrt(var[c] + eps)
+        shift = bias[c] - mean[c] * scale
+        for n in range(batch):
+            for i in range(length):
+                y[n, c, i] = x[n, c, i] * scale + shift
+
+
+@njit(cache=True)
+def _channel_sums(grad_y, x, c, mu):
+    """sum(grad_y) and sum(grad_y * (x - mu)) over channel c, in float64."""
+    batch, _, length = x.shape
+    sum_grad, sum_grad_centred = 0.0, 0.0
+    for n in range(batch):
+        for i in range(length):
+            g = grad_y[n, c, i]
+            sum_grad += g
+            sum_grad_centred += g * (x[n, c, i] - mu)
+    return sum_grad, sum_grad_centred
+
+
+@njit(parallel=True, cache=True)
+def _batch_norm_bwd(grad_y, x, mean, var, weight, eps, grad_x, grad_weight, grad_bias):
+    batch, channels, length = x.shape
+    count = batch * length
+    for c in prange(channels):
+        mu = mean[c]
+        rstd = 1.0 / np.sqrt(var[c] + eps)
+        sum_grad, sum_grad_centred = _channel_sums(grad_y, x, c, mu)
+        grad_bias[c] = sum_grad
+        grad_weight[c] = sum_grad_centred * rstd
+        # grad_x = weight * rstd * (g - mean(g) - xhat * mean(g * xhat)), xhat = (x - mu) * rstd
+        scale = weight[c] * rstd
+        mean_grad = sum_grad / count
+        slope = sum_grad_centred * rstd * rstd / count
+        for n in range(batch):
+            for i in range(length):
+                grad_x[n, c, i] = scale * (grad_y[n, c, i] - mean_grad - (x[n, c, i] - mu) * slope)
+
+
+@njit(parallel=True, cache=True)
+def _batch_norm_bwd_eval(grad_y, var, weight, eps, grad_x):
+    batch, channels, length = grad_y.shape
+    for c in prange(channels):
+        scale = weight[c] / np.sqrt(var[c] + eps)
+        for n in range(batch):
+            for i in range(length):
+                grad_x[n, c, i] = grad_y[n, c, i] * scale
+
+
+@njit(parallel=True, cache=True)
+def _batch_norm_bwd_weight(grad_y, x, mean, var, eps, grad_weight, grad_bias):
+    channels = x.shape[1]
+    for c in prange(channels):
+        sum_grad, sum_grad_centred = _channel_sums(grad_y, x, c, mean[c])
+        grad_bias[c] = sum_grad
+        grad_weight[c] = sum_grad_centred / np.sqrt(var[c] + eps)
+
+
+@njit(parallel=True, cache=True)
+def _group_norm_fwd(x, weight, bias, eps, y, mean, rstd):
+    batch, groups, per_group, length = x.shape
+    count = per_group * length
+    for block in prange(batch * groups):
+        n, g = block // groups, block % groups
+        values = x[n, g]
+        total = 0.0
+        for k in range(per_group):
+            for i in range(length):
+                total += values[k, i]
+        mu = total / count
+        squares = 0.0
+        for k in range(per_group):
+            for i in range(length):
+                centred = values[k, i] - mu
+                squares += centred * centred
+        mean[n, g] = mu
+        rstd[n, g] = 1.0 / np.sqrt(squares / count + eps)
+        # normalise with the stored (x-dtype) statistics, as backward will
+        mu, r = mean[n, g], rstd[n, g]
+        for k in range(per_group):
+            c = g * per_group + k
+            scale = weight[c] * r
+            shift = bias[c] - mu * scale
+            for i in range(length):
+                y[n, g, k, i] = values[k, i] * scale + shift
+
+
+@njit(parallel=True, cache=True)
+def _group_norm_bwd(grad_y, x, mean, rstd, weight, grad_x, grad_weight_parts, grad_bias_parts):
+    """grad_*_parts: (N, C) float64 per-sample contributions, summed over N by the launcher."""
+    batch, groups, per_group, length = x.shape
+    count = per_group * length
+    for block in prange(batch * groups):
+        n, g = block // groups, block % groups
+        mu, r = mean[n, g], rstd[n, g]
+        values, grads = x[n, g], grad_y[n, g]
+        # sums over the group of dxhat = grad_y * weight and of dxhat * (x - mu)
+        sum_dxhat, sum_dxhat_centred = 0.0, 0.0
+        for k in range(per_group):
+            c = g * per_group + k
+            sum_grad, sum_grad_centred = 0.0, 0.0
+            for i in range(length):
+                grad = grads[k, i]
+                sum_grad += grad
+                sum_grad_centred += grad * (values[k, i] - mu)
+            grad_bias_parts[n, c] = sum_grad
+            grad_weight_parts[n, c] = sum_grad_centred * r
+            sum_dxhat += weight[c] * sum_grad
+            sum_dxhat_centred += weight[c] * sum_grad_centred
+        # grad_x = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+        mean_dxhat = sum_dxhat / count
+        slope = sum_dxhat_centred * r * r / count
+        for k in range(per_group):
+            c = g * per_group + k
+            for i in range(length):
+                grad_x[n, g, k, i] = r * (grads[k, i] * weight[c] - mean_dxhat - (values[k, i] - mu) * slope)
+
+
+def _as_ncl(x):
+    return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
+
+
+def _vectors(*arrays):
+    return tuple(np.ascontiguousarray(a) for a in arrays)
+
+
+def batch_norm_stats(x):
+    """(mean, var): per-channel batch mean and biased variance of x (N, C, *), each (C,)."""
+    channels = x.shape[1]
+    mean, var = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
+    _batch_norm_stats(_as_ncl(x), mean, var)
+    return mean, var
+
+
+def batch_norm_fwd(x, mean, var, weight, bias, eps):
+    """(x - mean) / sqrt(var + eps) * weight + bias per channel; all vectors (C,)."""
+    x3 = _as_ncl(x)
+    y = np.empty(x3.shape, x.dtype)
+    _batch_norm_fwd(x3, *_vectors(mean, var, weight, bias), eps, y)
+    return y.reshape(x.shape)
+
+
+def batch_norm_bwd(grad_y, x, mean, var, weight, eps):
+    """(grad_x, grad_weight, grad_bias) in training mode, mean and var being x's batch statistics."""
+    x3 = _as_ncl(x)
+    grad_x = np.empty(x3.shape, x.dtype)
+    grad_weight, grad_bias = np.empty(x3.shape[1], x.dtype), np.empty(x3.shape[1], x.dtype)
+    _batch_norm_bwd(_as_ncl(grad_y), x3, *_vectors(mean, var, weight), eps, grad_x, grad_weight, grad_bias)
+    return grad_x.reshape(x.shape), grad_weight, grad_bias
+
+
+def batch_norm_bwd_eval(grad_y, var, weight, eps):
+    """grad_x in eval mode (mean and var are constants): grad_y * weight / sqrt(var + eps)."""
+    grad_y3 = _as_ncl(grad_y)
+    grad_x = np.empty(grad_y3.shape, grad_y.dtype)
+    _batch_norm_bwd_eval(grad_y3, *_vectors(var, weight), eps, grad_x)
+    return grad_x.reshape(grad_y.shape)
+
+
+def batch_norm_bwd_weight(grad_y, x, mean, var, eps):
+    """(grad_weight, grad_bias): sum(grad_y * (x - mean) / sqrt(var + eps)) and sum(grad_y) per channel."""
+    channels = x.shape[1]
+    grad_weight, grad_bias = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
+    _batch_norm_bwd_weight(_as_ncl(grad_y), _as_ncl(x), *_vectors(mean, var), eps, grad_weight, grad_bias)
+    return grad_weight, grad_bias
+
+
+def batch_norm_update_running(running_mean, running_var, mean, var, momentum, count):
+    """In place: running = (1 - momentum) * running + momentum * batch statistic, the batch variance
+    made unbiased (var * count / (count - 1)); count is the number of values per channel (> 1)."""
+    unbiased = var.astype(np.float64) * (count / (count - 1))
+    running_mean[...] = (1.0 - momentum) * running_mean.astype(np.float64) + momentum * mean.astype(np.float64)
+    running_var[...] = (1.0 - momentum) * running_var.astype(np.float64) + momentum * unbiased
+
+
+def _as_nggl(x, groups):
+    return np.ascontiguousarray(x).reshape(x.shape[0], groups, x.shape[1] // groups, -1)
+
+
+def group_norm_fwd(x, groups, weight, bias, eps):
+    """(y, mean, rstd) for x (N, C, *) in `groups` groups of C / groups channels; mean, rstd (N, G)."""
+    x4 = _as_nggl(x, groups)
+    y = np.empty(x4.shape, x.dtype)
+    mean, rstd = np.empty((x.shape[0], groups), x.dtype), np.empty((x.shape[0], groups), x.dtype)
+    _group_norm_fwd(x4, *_vectors(weight, bias), eps, y, mean, rstd)
+    return y.reshape(x.shape), mean, rstd
+
+
+def group_norm_bwd(grad_y, x, mean, rstd, weight, groups):
+    """(grad_x, grad_weight, grad_bias) given forward's mean and rstd (N, G)."""
+    x4 = _as_nggl(x, groups)
+    grad_x = np.empty(x4.shape, x.dtype)
+    grad_weight_parts, grad_bias_parts = np.empty(x.shape[:2]), np.empty(x.shape[:2])
+    _group_norm_bwd(
+        _as_nggl(grad_y, groups), x4, *_vectors(mean, rstd, weight), grad_x, grad_weight_parts, grad_bias_parts
+    )
+    grad_weight, grad_bias = grad_weight_parts.sum(axis=0), grad_bias_parts.sum(axis=0)
+    return grad_x.reshape(x.shape), grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)

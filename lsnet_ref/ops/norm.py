@@ -1,2 +1,156 @@
-"""(being written)"""
-__all__ = []
+"""Normalisation: batch_norm (BatchNorm1d and BatchNorm2d, SPEC 4) and group_norm (LKP's GroupNorm, SPEC 1)."""
+import math
+import numbers
+
+from ..function import Function
+from ._checks import check_rank, check_same_dtype, check_shape
+
+__all__ = ["batch_norm", "group_norm"]
+
+LAYOUT = "(N, C), (N, C, L) or (N, C, H, W)"
+
+
+class _AffineNormFunction(Function):
+    """Inputs: x, then whichever of the optional tensors were given, in the order named by `self.given`."""
+
+    def _arrays(self, optional):
+        return dict(zip(self.given, optional))
+
+    def _affine(self, arrays, channels, dtype):
+        """weight and bias, ones and zeros where not given."""
+        weight, bias = arrays.get("weight"), arrays.get("bias")
+        weight = self.kernels.full((channels,), 1.0, dtype) if weight is None else weight
+        bias = self.kernels.zeros((channels,), dtype) if bias is None else bias
+        return weight, bias
+
+    def _needs(self, name):
+        return dict(zip(("x",) + self.given, self.needs_input_grad)).get(name, False)
+
+    def _input_grads(self, **grads):
+        """One entry per input: the gradient where needed, else None."""
+        return tuple(grads.get(name) if self._needs(name) else None for name in ("x",) + self.given)
+
+
+class BatchNormFunction(_AffineNormFunction):
+    def __init__(self, given, training, momentum, eps):
+        self.given, self.training, self.momentum, self.eps = given, training, momentum, eps
+
+    def forward(self, x, *optional):
+        arrays = self._arrays(optional)
+        weight, bias = self._affine(arrays, x.shape[1], x.dtype)
+        if self.training:
+            mean, var = self.kernels.batch_norm_stats(x)
+            if "running_mean" in arrays:
+                count = x.shape[0] * math.prod(x.shape[2:])
+                self.kernels.batch_norm_update_running(
+                    arrays["running_mean"], arrays["running_var"], mean, var, self.momentum, count
+                )
+        else:  # copies: a later training call updates the running statistics in place
+            mean, var = self.kernels.copy(arrays["running_mean"]), self.kernels.copy(arrays["running_var"])
+        self.save_for_backward(x, mean, var, weight)
+        return self.kernels.batch_norm_fwd(x, mean, var, weight, bias, self.eps)
+
+    def backward(self, grad_y):
+        x, mean, var, weight = self.saved
+        grad_x = grad_weight = grad_bias = None
+        if self.training and self._needs("x"):
+            grad_x, grad_weight, grad_bias = self.kernels.batch_norm_bwd(grad_y, x, mean, var, weight, self.eps)
+        else:
+            if self._needs("x"):
+                grad_x = self.kernels.batch_norm_bwd_eval(grad_y, var, weight, self.eps)
+            if self._needs("weight") or self._needs("bias"):
+                grad_weight, grad_bias = self.kernels.batch_norm_bwd_weight(grad_y, x, mean, var, self.eps)
+        return self._input_grads(x=grad_x, weight=grad_weight, bias=grad_bias)
+
+
+class GroupNormFunction(_AffineNormFunction):
+    def __init__(self, given, groups, eps):
+        self.given, self.groups, self.eps = given, groups, eps
+
+    def forward(self, x, *optional):
+        weight, bias = self._affine(self._arrays(optional), x.shape[1], x.dtype)
+        y, mean, rstd = self.kernels.group_norm_fwd(x, self.groups, weight, bias, self.eps)
+        self.save_for_backward(x, mean, rstd, weight)
+        return y
+
+    def backward(self, grad_y):
+        x, mean, rstd, weight = self.saved
+        grad_x, grad_weight, grad_bias = self.kernels.group_norm_bwd(grad_y, x, mean, rstd, weight, self.groups)
+        return self._input_grads(x=grad_x, weight=grad_weight, bias=grad_bias)
+
+
+def _check_input(op, x):
+    check_rank(op, "x", x, (2, 3, 4), LAYOUT)
+    if 0 in x.shape:
+        raise ValueError(f"{op}: argument 'x' must have no zero-length axis; got shape {x.shape}")
+
+
+def _check_vectors(op, x, tensors):
+    """Each given tensor must be (C,) and share x's dtype."""
+    for name, tensor in tensors.items():
+        check_shape(op, name, tensor, (x.shape[1],), "(C,)")
+    check_same_dtype(op, x=x, **tensors)
+
+
+def _check_real(op, name, value, minimum=None):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ValueError(f"{op}: argument '{name}' must be a real number{bound}; got {value!r}")
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Batch normalisation per channel, as torch.nn.functional.batch_norm.
+
+    y = (x - mean) / sqrt(var + eps) * weight + bias, with the batch mean and biased variance when
+    training and the running statistics otherwise. When training with running statistics they are
+    updated in place: running = (1 - momentum) * running + momentum * batch statistic, the variance
+    unbiased (times n / (n - 1), n = N * L values per channel).
+
+    Args:
+        x: (N, C) or (N, C, L) (BatchNorm1d) or (N, C, H, W) (BatchNorm2d).
+        running_mean, running_var: (C,) Tensors (buffers, never differentiated), both or neither;
+            required when not training.
+        weight, bias: (C,) or None (1 and 0).
+    Returns:
+        a Tensor shaped like x.
+    """
+    op = "batch_norm"
+    _check_input(op, x)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{op}: running_mean and running_var must either both be None or neither be None")
+    if not training and running_mean is None:
+        raise ValueError(f"{op}: running_mean and running_var must be given in evaluation mode (training=False)")
+    optional = {"running_mean": running_mean, "running_var": running_var, "weight": weight, "bias": bias}
+    given = {name: tensor for name, tensor in optional.items() if tensor is not None}
+    _check_vectors(op, x, given)
+    _check_real(op, "momentum", momentum)
+    _check_real(op, "eps", eps, minimum=0)
+    if training and x.shape[0] * math.prod(x.shape[2:]) == 1:
+        raise ValueError(f"{op}: Expected more than 1 value per channel when training, got input size {x.shape}")
+    return BatchNormFunction(tuple(given), bool(training), float(momentum), float(eps)).apply(x, *given.values())
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalisation, as torch.nn.functional.group_norm.
+
+    The C channels form num_groups groups of C / num_groups consecutive channels; each (sample,
+    group) is normalised by its mean and biased variance, then y = xhat * weight + bias per channel.
+
+    Args:
+        x: (N, C), (N, C, L) or (N, C, H, W), num_groups dividing C.
+        weight, bias: (C,) or None (1 and 0).
+    Returns:
+        a Tensor shaped like x.
+    """
+    op = "group_norm"
+    _check_input(op, x)
+    if not isinstance(num_groups, numbers.Integral) or isinstance(num_groups, bool) or num_groups < 1:
+        raise ValueError(f"{op}: argument 'num_groups' must be a positive integer; got {num_groups!r}")
+    if x.shape[1] % num_groups:
+        raise ValueError(
+            f"{op}: argument 'num_groups' must divide the channel count C = {x.shape[1]}; got {num_groups}"
+        )
+    given = {name: tensor for name, tensor in (("weight", weight), ("bias", bias)) if tensor is not None}
+    _check_vectors(op, x, given)
+    _check_real(op, "eps", eps, minimum=0)
+    return GroupNormFunction(tuple(given), int(num_groups), float(eps)).apply(x, *given.values())

@@ -1,0 +1,299 @@
+"""batch_norm and group_norm against torch.nn.functional, their NumPy references and finite differences."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+import kernels.cpu as cpu
+import kernels.reference as reference
+import lsnet_ref as L
+from oracle import FLOAT_DTYPES, assert_close, check_gradient, check_kernel, check_with_torch, random_array, TOLERANCE
+
+
+def _present(x, weight, bias):
+    return [a for a in (x, weight, bias) if a is not None]
+
+
+@st.composite
+def norm_inputs(draw, per_channel_min, grouped, offsets=(0.0, 3.0)):
+    """(x, weight, bias, differentiable, groups): x (N, C, *) of rank 2-4; weight or bias may be None.
+
+    per_channel_min bounds the count of values normalised together (N * L for BatchNorm, C / groups * L
+    for GroupNorm) from below: with fewer than 3 the input gradient is zero and only rounding is left.
+    x is uniform in [-1, 1] plus one of `offsets` (a mean far from 0 tests the variance's accuracy).
+    """
+    dtype = draw(st.sampled_from(FLOAT_DTYPES))
+    trailing = tuple(draw(st.lists(st.integers(1, 5), min_size=0, max_size=2)))
+    fewest = -(-per_channel_min // math.prod(trailing))
+    if grouped:
+        batch, groups = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+        channels = groups * draw(st.integers(fewest, max(fewest, 4)))
+    else:
+        batch, groups = draw(st.integers(fewest, max(fewest, 4))), 1
+        channels = draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    offset = draw(st.sampled_from(offsets))
+    x = random_array(rng, (batch, channels) + trailing, dtype) + dtype(offset)
+    weight = random_array(rng, (channels,), dtype, 0.5, 2.0) if draw(st.booleans()) else None
+    bias = random_array(rng, (channels,), dtype) if draw(st.booleans()) else None
+    differentiable = [i for i in range(len(_present(x, weight, bias))) if draw(st.booleans())]
+    return x, weight, bias, differentiable, groups
+
+
+@st.composite
+def running_stats(draw, channels, dtype):
+    """(running_mean, running_var) from a random stream of their own (never equal to x's)."""
+    rng = np.random.default_rng([draw(st.integers(0, 2**32 - 1)), 1])
+    return random_array(rng, (channels,), dtype), random_array(rng, (channels,), dtype, 0.5, 2.0)
+
+
+@st.composite
+def batch_norm_cases(draw, training, per_channel_min=3, offsets=(0.0, 3.0)):
+    x, weight, bias, differentiable, _ = draw(norm_inputs(per_channel_min, grouped=False, offsets=offsets))
+    running = draw(running_stats(x.shape[1], x.dtype)) if (not training or draw(st.booleans())) else None
+    momentum = draw(st.sampled_from([0.1, 0.5, 1.0, 0.0]))
+    eps = draw(st.sampled_from([1e-5, 1e-3, 0.1]))
+    return x, weight, bias, differentiable, running, momentum, eps
+
+
+def group_norm_cases(per_channel_min=3):
+    return norm_inputs(per_channel_min, grouped=True)
+
+
+def torch_group_norm(x, num_groups, weight=None, bias=None):
+    """F.group_norm with ones for a missing weight: PyTorch 2.13's backward raises "tensor does not
+    have a device" when bias requires grad and weight is None."""
+    weight = torch.ones(x.shape[1], dtype=x.dtype) if weight is None else weight
+    return F.group_norm(x, num_groups, weight, bias)
+
+
+def _affine_call(function, weight, bias, **kwargs):
+    """f(*tensors) calling function(x, weight=..., bias=...) with the tensors given for the arrays present."""
+
+    def call(*tensors):
+        tensors = iter(tensors)
+        x = next(tensors)
+        w = next(tensors) if weight is not None else None
+        b = next(tensors) if bias is not None else None
+        return function(x, weight=w, bias=b, **kwargs)
+
+    return call
+
+
+def check_batch_norm_against_torch(case, training):
+    """Forward, gradients and the updated running statistics."""
+    x, weight, bias, differentiable, running, momentum, eps = case
+    ours_running = [L.Tensor(a.copy()) for a in running] if running else [None, None]
+    torch_running = [torch.tensor(a) for a in running] if running else [None, None]
+    check_with_torch(
+        _affine_call(L.ops.batch_norm, weight, bias, running_mean=ours_running[0], running_var=ours_running[1],
+                     training=training, momentum=momentum, eps=eps),
+        _affine_call(F.batch_norm, weight, bias, running_mean=torch_running[0], running_var=torch_running[1],
+                     training=training, momentum=momentum, eps=eps),
+        _present(x, weight, bias),
+        differentiable,
+    )
+    if running:
+        for name, mine, theirs in zip(("running_mean", "running_var"), ours_running, torch_running):
+            assert_close(mine.numpy(), theirs.numpy(), name, TOLERANCE[x.dtype])
+
+
+def check_running_stats_over_calls(shape, dtype, momentum, calls, seed):
+    """Several training calls (some without grad) update the running statistics as PyTorch does."""
+    rng = np.random.default_rng(seed)
+    initial = (np.zeros(shape[1], dtype), np.ones(shape[1], dtype))
+    mine, theirs = [L.Tensor(a.copy()) for a in initial], [torch.tensor(a) for a in initial]
+    for call in range(calls):
+        x = random_array(rng, shape, dtype, -2.0, 3.0) * dtype(call + 1)
+        if call % 2:
+            with L.no_grad():
+                L.ops.batch_norm(L.Tensor(x), *mine, training=True, momentum=momentum)
+        else:
+            L.ops.batch_norm(L.Tensor(x, requires_grad=True), *mine, training=True, momentum=momentum)
+        F.batch_norm(torch.tensor(x), *theirs, training=True, momentum=momentum)
+        for name, ours, reference_stat in zip(("running_mean", "running_var"), mine, theirs):
+            assert_close(ours.numpy(), reference_stat.numpy(), f"{name} after call {call + 1}", TOLERANCE[np.dtype(dtype)])
+
+
+def check_batch_norm_kernels(case):
+    x, weight, bias, _, running, momentum, eps = case
+    channels = x.shape[1]
+    weight = np.ones(channels, x.dtype) if weight is None else weight
+    bias = np.zeros(channels, x.dtype) if bias is None else bias
+    mean, var = reference.batch_norm_stats(x)
+    grad_y = np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype)
+    check_kernel(cpu.batch_norm_stats, reference.batch_norm_stats, [x])
+    check_kernel(lambda *a: cpu.batch_norm_fwd(*a, eps), lambda *a: reference.batch_norm_fwd(*a, eps),
+                 [x, mean, var, weight, bias])
+    check_kernel(lambda *a: cpu.batch_norm_bwd(*a, eps), lambda *a: reference.batch_norm_bwd(*a, eps),
+                 [grad_y, x, mean, var, weight])
+    check_kernel(lambda *a: cpu.batch_norm_bwd_eval(*a, eps), lambda *a: reference.batch_norm_bwd_eval(*a, eps),
+                 [grad_y, var, weight])
+    check_kernel(lambda *a: cpu.batch_norm_bwd_weight(*a, eps), lambda *a: reference.batch_norm_bwd_weight(*a, eps),
+                 [grad_y, x, mean, var])
+    count = x.size // channels
+
+    def updated(kernel):
+        def run(running_mean, running_var, batch_mean, batch_var):
+            running_mean, running_var = running_mean.copy(), running_var.copy()
+            kernel(running_mean, running_var, batch_mean, batch_var, momentum, count)
+            return running_mean, running_var
+
+        return run
+
+    if running and count > 1:
+        check_kernel(updated(cpu.batch_norm_update_running), updated(reference.batch_norm_update_running),
+                     [running[0], running[1], mean, var])
+
+
+def check_group_norm_kernels(case):
+    x, weight, bias, _, groups = case
+    channels = x.shape[1]
+    weight = np.ones(channels, x.dtype) if weight is None else weight
+    bias = np.zeros(channels, x.dtype) if bias is None else bias
+    _, mean, rstd = reference.group_norm_fwd(x, groups, weight, bias, 1e-5)
+    grad_y = np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype)
+    check_kernel(lambda *a: cpu.group_norm_fwd(a[0], groups, *a[1:], 1e-5),
+                 lambda *a: reference.group_norm_fwd(a[0], groups, *a[1:], 1e-5), [x, weight, bias])
+    check_kernel(lambda *a: cpu.group_norm_bwd(*a, groups), lambda *a: reference.group_norm_bwd(*a, groups),
+                 [grad_y, x, mean, rstd, weight])
+
+
+@given(batch_norm_cases(training=True))
+def test_batch_norm_training_against_torch(case):
+    check_batch_norm_against_torch(case, training=True)
+
+
+@given(batch_norm_cases(training=False, per_channel_min=1))
+def test_batch_norm_eval_against_torch(case):
+    check_batch_norm_against_torch(case, training=False)
+
+
+@given(
+    st.sampled_from([(4, 3), (3, 2, 5), (2, 3, 4, 3)]),
+    st.sampled_from(FLOAT_DTYPES),
+    st.sampled_from([0.1, 0.3]),
+    st.integers(1, 5),
+    st.integers(0, 2**32 - 1),
+)
+def test_batch_norm_running_stats_over_several_calls(shape, dtype, momentum, calls, seed):
+    check_running_stats_over_calls(shape, dtype, momentum, calls, seed)
+
+
+@given(batch_norm_cases(training=True, per_channel_min=2))
+def test_batch_norm_training_finite_differences(case):
+    x, weight, bias = case[:3]
+    check_gradient(_affine_call(L.ops.batch_norm, weight, bias, running_mean=None, running_var=None, training=True),
+                   _present(x, weight, bias))
+
+
+@given(batch_norm_cases(training=False, per_channel_min=1, offsets=(0.0,)))
+def test_batch_norm_eval_finite_differences(case):
+    """Centred x: eval outputs keep x's offset, and finite differences of large outputs lose digits."""
+    x, weight, bias, _, running = case[:5]
+    running = [L.Tensor(a.astype(np.float64)) for a in running]
+    check_gradient(_affine_call(L.ops.batch_norm, weight, bias, running_mean=running[0], running_var=running[1]),
+                   _present(x, weight, bias))
+
+
+@given(batch_norm_cases(training=False))
+def test_batch_norm_kernels_match_numpy_reference(case):
+    check_batch_norm_kernels(case)
+
+
+def test_batch_norm_eval_backward_uses_the_statistics_of_its_forward():
+    """A training call between an eval forward and its backward must not change that backward."""
+    rng = np.random.default_rng(3)
+    x, grad_y = rng.standard_normal((4, 3, 5)), rng.standard_normal((4, 3, 5))
+    running = [L.Tensor(np.zeros(3)), L.Tensor(np.ones(3))]
+    weight = L.Tensor(np.full(3, 2.0), requires_grad=True)
+    inputs = L.Tensor(x, requires_grad=True)
+    y = L.ops.batch_norm(inputs, *running, weight)
+    L.ops.batch_norm(L.Tensor(x * 10 + 5), *running, training=True, momentum=1.0)
+    y.backward(grad_y)
+    rstd = 1 / np.sqrt(1 + 1e-5)
+    assert_close(inputs.grad.numpy(), grad_y * 2 * rstd, "backward input 0", 1e-10)
+    assert_close(weight.grad.numpy(), (grad_y * x * rstd).sum(axis=(0, 2)), "backward input 1", 1e-10)
+
+
+def test_batch_norm_lsnet_shape_float32():
+    """A BatchNorm2d at LSNet-T's stage-2 shape (C = 128, 14 x 14), training, against the oracle."""
+    rng = np.random.default_rng(1)
+    x = random_array(rng, (4, 128, 14, 14), np.float32)
+    weight, bias = random_array(rng, (128,), np.float32), random_array(rng, (128,), np.float32)
+    case = (x, weight, bias, [0, 1, 2], (np.zeros(128, np.float32), np.ones(128, np.float32)), 0.1, 1e-5)
+    check_batch_norm_against_torch(case, training=True)
+
+
+@given(group_norm_cases())
+def test_group_norm_against_torch(case):
+    x, weight, bias, differentiable, groups = case
+    check_with_torch(_affine_call(L.ops.group_norm, weight, bias, num_groups=groups),
+                     _affine_call(torch_group_norm, weight, bias, num_groups=groups),
+                     _present(x, weight, bias), differentiable)
+
+
+@given(group_norm_cases(per_channel_min=1))
+def test_group_norm_finite_differences(case):
+    x, weight, bias, _, groups = case
+    check_gradient(_affine_call(L.ops.group_norm, weight, bias, num_groups=groups), _present(x, weight, bias))
+
+
+@given(group_norm_cases())
+def test_group_norm_kernels_match_numpy_reference(case):
+    check_group_norm_kernels(case)
+
+
+def test_group_norm_lsnet_shape_float32():
+    """LKP's GroupNorm at LSNet-T's stage 2: C/8 = 16 groups of 9 channels on (B, 144, 14, 14)."""
+    rng = np.random.default_rng(2)
+    arrays = [random_array(rng, (2, 144, 14, 14), np.float32), random_array(rng, (144,), np.float32),
+              random_array(rng, (144,), np.float32)]
+    check_with_torch(lambda *t: L.ops.group_norm(t[0], 16, *t[1:]), lambda *t: F.group_norm(t[0], 16, *t[1:]), arrays)
+
+
+def _vector(size=3, dtype=np.float64):
+    return L.Tensor(np.zeros(size, dtype))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros(3)), None, None, training=True), "argument 'x' must be 2-D or 3-D or 4-D"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((2, 3, 1, 1, 1))), None, None, training=True), "must be 2-D"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((0, 3))), None, None, training=True), "no zero-length axis"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((2, 3))), _vector(), None), "both be None or neither"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((2, 3))), None, None), "must be given in evaluation mode"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((2, 3))), _vector(4), _vector()),
+         r"argument 'running_mean' must have shape \(3,\)"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((2, 3))), None, None, _vector(2), training=True),
+         r"argument 'weight' must have shape \(3,\)"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((2, 3))), None, None, None, _vector(1), training=True),
+         r"argument 'bias' must have shape \(3,\)"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((2, 3))), _vector(3, np.float32), _vector(3, np.float32)),
+         "batch_norm: arguments must share one dtype"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((2, 3))), None, None, training=True, eps=-1.0),
+         "argument 'eps' must be a real number >= 0"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((2, 3))), None, None, training=True, momentum=None),
+         "argument 'momentum' must be a real number"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((1, 3))), None, None, training=True),
+         r"Expected more than 1 value per channel when training, got input size \(1, 3\)"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((1, 3, 1, 1))), _vector(), _vector(), training=True),
+         "Expected more than 1 value per channel when training"),
+        (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6, 3))), 4), "'num_groups' must divide the channel count C = 6"),
+        (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6, 3))), 0), "'num_groups' must be a positive integer"),
+        (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6, 3))), 2.0), "'num_groups' must be a positive integer"),
+        (lambda: L.ops.group_norm(L.Tensor(np.zeros(6)), 2), "argument 'x' must be 2-D"),
+        (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6))), 2, _vector(3)), r"argument 'weight' must have shape \(6,\)"),
+        (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6))), 2, None, _vector(6, np.float32)),
+         "group_norm: arguments must share one dtype"),
+        (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6))), 2, eps=-0.5), "argument 'eps' must be a real number >= 0"),
+    ],
+)
+def test_norm_rejects_bad_arguments(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
