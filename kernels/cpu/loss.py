@@ -30,13 +30,13 @@ def _softmax_cross_entropy_fwd(logits, target, losses, probs):
                 peak = row[k]
         total = 0.0
         for k in range(classes):
-            total += math.exp(row[k] - peak)
+            p[k] = math.exp(row[k] - peak)
+            total += p[k]
         log_total = math.log(total)
         loss = 0.0
         for k in range(classes):
-            shifted = row[k] - peak
-            loss += weights[k] * (log_total - shifted)
-            p[k] = math.exp(shifted - log_total)
+            loss += weights[k] * (log_total - (row[k] - peak))
+            p[k] /= total
         losses[n] = loss
 
 
@@ -56,11 +56,14 @@ def _argmax_rows(x, out):
     rows, columns = x.shape
     for n in prange(rows):
         best, index = x[n, 0], 0
-        for k in range(1, columns):
-            value = x[n, k]
-            # the first maximum; a NaN wins and stays, as in NumPy and PyTorch
-            if value > best or (value != value and best == best):
-                best, index = value, k
+        # the first maximum; the first NaN wins, as in NumPy and PyTorch
+        if best == best:
+            for k in range(1, columns):
+                value = x[n, k]
+                if not value <= best:
+                    best, index = value, k
+                    if value != value:
+                        break
         out[n] = index
 
 
