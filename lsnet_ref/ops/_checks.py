@@ -42,3 +42,8 @@ def check_odd(op, name, value, low=1, high=None):
     if value % 2 == 0 or value < low or (high is not None and value > high):
         bound = f"{low}..{high}" if high is not None else f">= {low}"
         raise ValueError(f"{op}: argument '{name}' must be an odd integer in {bound}; got {value}")
+
+
+def check_nonempty(op, name, tensor):
+    if 0 in tensor.shape:
+        raise ValueError(f"{op}: argument '{name}' must have no zero-length axis; got shape {tensor.shape}")

@@ -3,7 +3,7 @@ import math
 import numbers
 
 from ..function import Function
-from ._checks import check_rank, check_same_dtype, check_shape
+from ._checks import check_nonempty, check_rank, check_same_dtype, check_shape
 
 __all__ = ["batch_norm", "group_norm"]
 
@@ -81,8 +81,7 @@ class GroupNormFunction(_AffineNormFunction):
 
 def _check_input(op, x):
     check_rank(op, "x", x, (2, 3, 4), LAYOUT)
-    if 0 in x.shape:
-        raise ValueError(f"{op}: argument 'x' must have no zero-length axis; got shape {x.shape}")
+    check_nonempty(op, "x", x)
 
 
 def _check_vectors(op, x, tensors):
