@@ -1,2 +1,114 @@
-"""(being written)"""
-__all__ = []
+"""2-D convolution (cross-correlation, as torch.nn.functional.conv2d) without bias.
+
+x: (B, C_in, H, W); w: (C_out, C_in / groups, KH, KW); y: (B, C_out, Ho, Wo) with
+Ho = (H + 2 ph - KH) // sh + 1 and Wo likewise. Channel groups are contiguous blocks, as in PyTorch.
+1x1 stride-1 unpadded convolutions are matrix products on the (B, C, H*W) view; every other case
+unfolds x into columns (im2col, (B, C_in * KH * KW, Ho * Wo)) and multiplies per group.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .gemm import matmul
+
+__all__ = ["conv2d_fwd", "conv2d_bwd_input", "conv2d_bwd_weight"]
+
+
+@njit(cache=True)
+def _valid_range(size_out, size_in, step, shift):
+    """The output indices o in [0, size_out) whose input index o * step + shift lies in [0, size_in)."""
+    low = max(0, (-shift + step - 1) // step)
+    high = min(size_out, (size_in - 1 - shift) // step + 1)
+    return low, max(low, high)
+
+
+@njit(parallel=True, cache=True)
+def _im2col(x, kernel_h, kernel_w, sh, sw, ph, pw, out_h, out_w, col):
+    batch, channels, height, width = x.shape
+    for plane in prange(batch * channels):
+        b, c = plane // channels, plane % channels
+        inp = x[b, c]
+        for u in range(kernel_h):
+            i_low, i_high = _valid_range(out_h, height, sh, u - ph)
+            for v in range(kernel_w):
+                j_low, j_high = _valid_range(out_w, width, sw, v - pw)
+                rows = col[b, (c * kernel_h + u) * kernel_w + v].reshape((out_h, out_w))
+                rows[:, :] = 0
+                for i in range(i_low, i_high):
+                    src, dst = inp[i * sh + u - ph], rows[i]
+                    for j in range(j_low, j_high):
+                        dst[j] = src[j * sw + v - pw]
+
+
+@njit(parallel=True, cache=True)
+def _col2im(col, kernel_h, kernel_w, sh, sw, ph, pw, out_h, out_w, grad_x):
+    batch, channels, height, width = grad_x.shape
+    for plane in prange(batch * channels):
+        b, c = plane // channels, plane % channels
+        out = grad_x[b, c]
+        out[:, :] = 0
+        for u in range(kernel_h):
+            i_low, i_high = _valid_range(out_h, height, sh, u - ph)
+            for v in range(kernel_w):
+                j_low, j_high = _valid_range(out_w, width, sw, v - pw)
+                rows = col[b, (c * kernel_h + u) * kernel_w + v].reshape((out_h, out_w))
+                for i in range(i_low, i_high):
+                    src, dst = rows[i], out[i * sh + u - ph]
+                    for j in range(j_low, j_high):
+                        dst[j * sw + v - pw] += src[j]
+
+
+def _output_size(input_shape, kernel_shape, stride, padding):
+    return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(input_shape, kernel_shape, stride, padding))
+
+
+def _is_pointwise(kernel_shape, stride, padding):
+    return tuple(kernel_shape) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
+
+
+def _im2col_grouped(x, kernel_shape, stride, padding, groups):
+    """The columns of x as (B, groups, C_in / groups * KH * KW, Ho * Wo)."""
+    batch, channels = x.shape[:2]
+    out_h, out_w = _output_size(x.shape[2:], kernel_shape, stride, padding)
+    taps = kernel_shape[0] * kernel_shape[1]
+    col = np.empty((batch, channels * taps, out_h * out_w), x.dtype)
+    _im2col(np.ascontiguousarray(x), *kernel_shape, *stride, *padding, out_h, out_w, col)
+    return col.reshape(batch, groups, channels // groups * taps, out_h * out_w)
+
+
+def conv2d_fwd(x, w, stride, padding, groups):
+    batch, channels, height, width = x.shape
+    out_channels = w.shape[0]
+    out_h, out_w = _output_size((height, width), w.shape[2:], stride, padding)
+    w_grouped = np.ascontiguousarray(w).reshape(groups, out_channels // groups, -1)
+    if _is_pointwise(w.shape[2:], stride, padding):
+        columns = np.ascontiguousarray(x).reshape(batch, groups, channels // groups, height * width)
+    else:
+        columns = _im2col_grouped(x, w.shape[2:], stride, padding, groups)
+    return matmul(w_grouped, columns).reshape(batch, out_channels, out_h, out_w)
+
+
+def conv2d_bwd_input(grad_y, w, input_shape, stride, padding, groups):
+    batch, channels, height, width = input_shape
+    out_h, out_w = grad_y.shape[2:]
+    w_grouped = np.ascontiguousarray(w).reshape(groups, w.shape[0] // groups, -1)
+    grad_y_grouped = np.ascontiguousarray(grad_y).reshape(batch, groups, -1, out_h * out_w)
+    grad_columns = matmul(w_grouped, grad_y_grouped, transpose_a=True)
+    if _is_pointwise(w.shape[2:], stride, padding):
+        return grad_columns.reshape(input_shape)
+    grad_x = np.empty(input_shape, grad_y.dtype)
+    _col2im(grad_columns.reshape(batch, -1, out_h * out_w), *w.shape[2:], *stride, *padding, out_h, out_w, grad_x)
+    return grad_x
+
+
+def conv2d_bwd_weight(grad_y, x, weight_shape, stride, padding, groups):
+    batch, channels, height, width = x.shape
+    out_h, out_w = grad_y.shape[2:]
+    if _is_pointwise(weight_shape[2:], stride, padding):
+        columns = np.ascontiguousarray(x).reshape(batch, groups, channels // groups, height * width)
+    else:
+        columns = _im2col_grouped(x, weight_shape[2:], stride, padding, groups)
+    grad_y_grouped = np.ascontiguousarray(grad_y).reshape(batch, groups, -1, out_h * out_w)
+    # one product per group, contracting over batch and positions together: (G, C_out/G, B*P) @ (G, B*P, K)
+    grad_y_rows = grad_y_grouped.transpose(1, 2, 0, 3).reshape(groups, -1, batch * out_h * out_w)
+    column_rows = columns.transpose(1, 2, 0, 3).reshape(groups, -1, batch * out_h * out_w)
+    return matmul(grad_y_rows, column_rows, transpose_b=True).reshape(weight_shape)
