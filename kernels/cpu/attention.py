@@ -4,8 +4,8 @@ q, k: (B, h, d, N); v, out: (B, h, dv, N); biases: (h, num_offsets); bias_idxs: 
 attn, logits: (B, h, N, N).
 logits[n, m] = scale * sum_i q[i, n] k[i, m] + biases[h, bias_idxs[n, m]];
 attn = softmax(logits) over m; out[c, n] = sum_m v[c, m] attn[n, m].
-Inner loops run over a contiguous last axis (multiply-adds LLVM can vectorise without fastmath);
-where a contraction would run down a column, the kernel works on a transposed copy.
+Inner loops are multiply-adds along a contiguous axis, which LLVM vectorises without fastmath;
+where that axis would be short (N) or strided, a kernel works on transposed copies with dv inner.
 """
 import numpy as np
 from numba import njit, prange
@@ -22,17 +22,17 @@ def _attention_fwd(q, k, v, biases, bias_idxs, scale, out, attn):
     value_dim = v.shape[2]
     for item in prange(batch * heads):
         b, h = item // heads, item % heads
-        query, key, value, bias = q[b, h], k[b, h], v[b, h], biases[h]
-        probs, result = attn[b, h], out[b, h]
+        query, key, bias, probs = q[b, h], k[b, h], biases[h], attn[b, h]
+        value_t = v[b, h].T.copy()
+        out_t = np.zeros((points, value_dim), out.dtype)
         probs[:, :] = 0
         for i in range(key_dim):
             for n in range(points):
                 weight, row = query[i, n], probs[n]
                 for m in range(points):
                     row[m] += weight * key[i, m]
-        probs_t = np.empty((points, points), probs.dtype)
         for n in range(points):
-            row = probs[n]
+            row, out_row = probs[n], out_t[n]
             for m in range(points):
                 row[m] = row[m] * scale + bias[bias_idxs[n, m]]
             row_max = row.max()
@@ -42,14 +42,10 @@ def _attention_fwd(q, k, v, biases, bias_idxs, scale, out, attn):
                 total += row[m]
             for m in range(points):
                 row[m] /= total
-                probs_t[m, n] = row[m]
-        result[:, :] = 0
-        for c in range(value_dim):
-            row = result[c]
-            for m in range(points):
-                weight, column = value[c, m], probs_t[m]
-                for n in range(points):
-                    row[n] += weight * column[n]
+                weight, value_row = row[m], value_t[m]
+                for c in range(value_dim):
+                    out_row[c] += weight * value_row[c]
+        out[b, h] = out_t.T
 
 
 @njit(parallel=True, cache=True)
@@ -57,14 +53,16 @@ def _attention_bwd_value(grad_out, attn, grad_v):
     batch, heads, value_dim, points = grad_out.shape
     for item in prange(batch * heads):
         b, h = item // heads, item % heads
-        grad, probs, result = grad_out[b, h], attn[b, h], grad_v[b, h]
-        result[:, :] = 0
-        for c in range(value_dim):
-            row = result[c]
-            for n in range(points):
-                weight, probs_row = grad[c, n], probs[n]
-                for m in range(points):
-                    row[m] += weight * probs_row[m]
+        probs = attn[b, h]
+        grad_t = grad_out[b, h].T.copy()
+        result_t = np.zeros((points, value_dim), grad_v.dtype)
+        for n in range(points):
+            grad_row = grad_t[n]
+            for m in range(points):
+                weight, row = probs[n, m], result_t[m]
+                for c in range(value_dim):
+                    row[c] += weight * grad_row[c]
+        grad_v[b, h] = result_t.T
 
 
 @njit(parallel=True, cache=True)
