@@ -3,103 +3,51 @@
 x: (B, C, H, W); w: (C, 1, KH, KW); y: (B, C, Ho, Wo) with Ho = (H + 2 ph - KH) // sh + 1, Wo likewise.
 Any kernel size, stride >= 1 and padding >= 0.
 
-A work item is one channel of a group of samples. Its planes are copied side by side into a
-zero-filled scratch buffer: each buffer row holds that row of every plane, each followed by `gap`
-zeros that are the right padding of its plane and the left padding of the next. An output row of
-the whole group is then one long loop over the buffer with no bounds tests (the outputs that land
-in the gaps are computed and dropped). The kernel width travels as the length of a tuple
-(`row_taps`), so that Numba compiles one kernel per width and unrolls the taps of a kernel row
-into the loop body; the contiguous loop over outputs is the one that vectorises.
+A work item is one channel of a group of G samples. Its planes are copied, interleaved, into a
+zero-padded scratch buffer: element (r, q, m) is plane m's input (r - ph, q - pw), at
+r * row_pitch + q * G + m. Output row i of the group is a run of Wo * G elements (j * G + m); at
+stride 1, tap (u, v) of it reads the run that starts at (i + u) * row_pitch + v * G, so each kernel
+row is one long contiguous loop with no bounds tests and no wasted outputs. The kernel width travels
+as the length of a tuple (`row_taps`): Numba compiles one kernel per width and unrolls the taps of a
+kernel row into the loop body.
 """
 import numpy as np
 from numba import get_num_threads, njit, prange
 
 __all__ = ["depthwise_conv2d_fwd", "depthwise_conv2d_bwd_input", "depthwise_conv2d_bwd_weight"]
 
-ROW_LENGTH = 256  # samples are grouped until an output row of the group holds about this many elements
-LANES = 16  # output rows are padded to a multiple of this many elements so that no loop has a scalar tail
-TASKS_PER_THREAD = 4  # forward work items are dealt into this many tasks per thread; a task reuses its buffer
+GROUP = 32  # samples per work item, at most
+LANES = 16  # _fold_sum adds halves of a row onto each other until this many partial sums are left
+TASKS_PER_THREAD = 4  # work items are dealt into this many tasks per thread; a task reuses its buffers
 
 
 @njit(cache=True)
-def _layout(height, width, kernel_h, kernel_w, sh, sw, ph, pw, out_h, out_w, group):
-    """Geometry of the scratch buffer of `group` planes side by side.
+def _padded_size(size, kernel, stride, padding, out_size):
+    """Rows (or columns) of the padded input held in the buffer: the data and every position read."""
+    return max(padding + size, stride * (out_size - 1) + kernel)
 
-    Returns (gap, plane_pitch, row_pitch, origin, span). Input (i, j) of plane m sits at
-    (ph + i) * row_pitch + gap + m * plane_pitch. Output (i, j) of plane m is element
-    k = m * plane_pitch // sw + j of output row i, which has row_pitch // sw elements; its tap (u, v)
-    reads the buffer at (sh * i + u) * row_pitch + origin + sw * k + v. span is the buffer length.
+
+@njit(cache=True)
+def _interleave(planes, c, b0, count, group, out, offset, row_pitch, offset_rows):
+    """out[(offset_rows + i) * row_pitch + offset + j * group + m] = planes[b0 + m, c, i, j] for m < count.
+
+    Unsigned indices: Numba then skips its negative-index wraparound (here and below, where it would
+    keep loops from vectorising).
     """
-    gap = max(pw, (out_w - 1) * sw + kernel_w - pw - width, sw * out_w - width)
-    gap += -(width + gap) % sw  # plane_pitch a multiple of sw, so each plane's outputs start on an element
-    plane_pitch = width + gap
-    row_pitch = -(-group * plane_pitch // (sw * LANES)) * sw * LANES
-    origin = gap - pw
-    last_read = (sh * (out_h - 1) + kernel_h - 1) * row_pitch + origin + row_pitch - sw + kernel_w - 1
-    return gap, plane_pitch, row_pitch, origin, max(last_read + 1, (ph + height) * row_pitch)
-
-
-@njit(cache=True)
-def _load_planes(x, c, b0, count, ph, gap, plane_pitch, row_pitch, buf):
-    """Copy planes x[b0 : b0 + count, c] to their places in buf; the zeros around them stay."""
-    height, width = x.shape[2], x.shape[3]
-    for m in range(count):
-        for i in range(height):
-            row = buf[(ph + i) * row_pitch + gap + m * plane_pitch:]
+    height, width = planes.shape[2], planes.shape[3]
+    for i in range(height):
+        row = out[(offset_rows + i) * row_pitch + offset:]
+        for m in range(count):
             for j in range(width):
-                row[j] = x[b0 + m, c, i, j]
-
-
-@njit(parallel=True, cache=True)
-def _depthwise_fwd(x, w, sh, sw, ph, pw, group, tasks, row_taps, y):
-    batch, channels, height, width = x.shape
-    kernel_h, kernel_w = w.shape[2], len(row_taps)
-    out_h, out_w = y.shape[2], y.shape[3]
-    gap, plane_pitch, row_pitch, origin, span = _layout(
-        height, width, kernel_h, kernel_w, sh, sw, ph, pw, out_h, out_w, group
-    )
-    out_pitch, out_plane_pitch = row_pitch // sw, plane_pitch // sw
-    groups_per_channel = (batch + group - 1) // group
-    items = channels * groups_per_channel
-    for task in prange(tasks):
-        buf = np.zeros(span, x.dtype)
-        acc = np.empty(out_pitch, x.dtype)
-        kernel = np.empty((kernel_h, kernel_w), x.dtype)
-        for item in range(task * items // tasks, (task + 1) * items // tasks):
-            c, b0 = item // groups_per_channel, item % groups_per_channel * group
-            count = min(group, batch - b0)
-            for u in range(kernel_h):
-                for v in range(kernel_w):
-                    kernel[u, v] = w[c, 0, u, v]
-            _load_planes(x, c, b0, count, ph, gap, plane_pitch, row_pitch, buf)
-            for i in range(out_h):
-                acc[:] = 0
-                for u in range(kernel_h):
-                    taps, src = kernel[u], buf[(sh * i + u) * row_pitch + origin:]
-                    if sw == 1:  # a unit step known to the compiler is what lets the loop vectorise
-                        for k in range(out_pitch):
-                            total = acc[k]
-                            for v in range(kernel_w):
-                                total += taps[v] * src[k + v]
-                            acc[k] = total
-                    else:
-                        for k in range(out_pitch):
-                            total = acc[k]
-                            for v in range(kernel_w):
-                                total += taps[v] * src[sw * k + v]
-                            acc[k] = total
-                for m in range(count):
-                    row = acc[m * out_plane_pitch:]
-                    for j in range(out_w):
-                        y[b0 + m, c, i, j] = row[j]
+                row[np.uint64(j * group + m)] = planes[b0 + m, c, i, j]
 
 
 @njit(cache=True)
 def _fold_sum(row):
-    """The sum of row (its length a multiple of LANES), adding halves onto each other so the adds vectorise."""
+    """The sum of row, adding its upper part onto its lower part (vectorised) until LANES values are left."""
     length = row.shape[0]
     while length > LANES:
-        half = (length // LANES + 1) // 2 * LANES
+        half = -(-length // (2 * LANES)) * LANES
         upper = row[half:]
         for k in range(length - half):
             row[k] += upper[k]
@@ -111,51 +59,91 @@ def _fold_sum(row):
 
 
 @njit(parallel=True, cache=True)
+def _depthwise_fwd(x, w, sh, sw, ph, pw, group, tasks, row_taps, y):
+    batch, channels, height, width = x.shape
+    kernel_h, kernel_w = w.shape[2], len(row_taps)
+    out_h, out_w = y.shape[2], y.shape[3]
+    rows = _padded_size(height, kernel_h, sh, ph, out_h)
+    row_pitch = _padded_size(width, kernel_w, sw, pw, out_w) * group
+    run = out_w * group
+    groups_per_channel = (batch + group - 1) // group
+    items = channels * groups_per_channel
+    for task in prange(tasks):
+        buf = np.zeros(rows * row_pitch, x.dtype)
+        acc = np.empty(run, x.dtype)
+        kernel = np.empty((kernel_h, kernel_w), x.dtype)
+        for item in range(task * items // tasks, (task + 1) * items // tasks):
+            c, b0 = item // groups_per_channel, item % groups_per_channel * group
+            count = min(group, batch - b0)
+            for u in range(kernel_h):
+                for v in range(kernel_w):
+                    kernel[u, v] = w[c, 0, u, v]
+            _interleave(x, c, b0, count, group, buf, pw * group, row_pitch, ph)
+            for i in range(out_h):
+                acc[:] = 0
+                for u in range(kernel_h):
+                    taps, src = kernel[u], buf[(sh * i + u) * row_pitch:]
+                    if sw == 1:
+                        for k in range(run):
+                            total = acc[k]
+                            for v in range(kernel_w):
+                                total += taps[v] * src[np.uint64(k + v * group)]
+                            acc[k] = total
+                    else:
+                        for j in range(out_w):
+                            cell, window = acc[j * group:], src[sw * j * group:]
+                            for m in range(group):
+                                total = cell[m]
+                                for v in range(kernel_w):
+                                    total += taps[v] * window[np.uint64(m + v * group)]
+                                cell[m] = total
+                for m in range(count):
+                    out = y[b0 + m, c, i]
+                    for j in range(out_w):
+                        out[j] = acc[np.uint64(j * group + m)]
+
+
+@njit(parallel=True, cache=True)
 def _depthwise_bwd_weight(grad_y, x, sh, sw, ph, pw, group, tasks, row_taps, grad_w):
     batch, channels, height, width = x.shape
     kernel_h, kernel_w = grad_w.shape[2], len(row_taps)
     out_h, out_w = grad_y.shape[2], grad_y.shape[3]
-    gap, plane_pitch, row_pitch, origin, span = _layout(
-        height, width, kernel_h, kernel_w, sh, sw, ph, pw, out_h, out_w, group
-    )
-    out_pitch, out_plane_pitch = row_pitch // sw, plane_pitch // sw
+    rows = _padded_size(height, kernel_h, sh, ph, out_h)
+    row_pitch = _padded_size(width, kernel_w, sw, pw, out_w) * group
+    run = out_w * group
     for task in prange(tasks):
-        buf = np.zeros(span, x.dtype)
-        grads = np.zeros((out_h, out_pitch), x.dtype)  # grad_y of the group at its output places, zeros between
-        acc = np.empty((kernel_h, kernel_w, out_pitch), x.dtype)  # per tap, per output place
+        buf = np.zeros(rows * row_pitch, x.dtype)
+        grads = np.zeros(out_h * run, x.dtype)  # grad_y of the group, interleaved like the output rows
+        acc = np.empty((kernel_h, kernel_w, run), x.dtype)  # per tap, partial sums per output place
         for c in range(task * channels // tasks, (task + 1) * channels // tasks):
             acc[:] = 0
             for b0 in range(0, batch, group):
                 count = min(group, batch - b0)
-                _load_planes(x, c, b0, count, ph, gap, plane_pitch, row_pitch, buf)
-                if count < group:
-                    grads[:, count * out_plane_pitch:] = 0
-                for m in range(count):
-                    for i in range(out_h):
-                        row = grads[i, m * out_plane_pitch:]
-                        for j in range(out_w):
-                            row[j] = grad_y[b0 + m, c, i, j]
+                _interleave(x, c, b0, count, group, buf, pw * group, row_pitch, ph)
+                if count < group:  # the unused places must add nothing
+                    grads[:] = 0
+                _interleave(grad_y, c, b0, count, group, grads, 0, run, 0)
                 for u in range(kernel_h):
                     for v in range(kernel_w):
                         tap = acc[u, v]
                         for i in range(out_h):
-                            grad_row, src = grads[i], buf[(sh * i + u) * row_pitch + origin + v:]
+                            grad_row, src = grads[i * run:], buf[(sh * i + u) * row_pitch + v * group:]
                             if sw == 1:
-                                for k in range(out_pitch):
+                                for k in range(run):
                                     tap[k] += grad_row[k] * src[k]
                             else:
-                                for k in range(out_pitch):
-                                    tap[k] += grad_row[k] * src[sw * k]
+                                for j in range(out_w):
+                                    cell, grad_cell, window = tap[j * group:], grad_row[j * group:], src[sw * j * group:]
+                                    for m in range(group):
+                                        cell[m] += grad_cell[m] * window[m]
             for u in range(kernel_h):
                 for v in range(kernel_w):
                     grad_w[c, 0, u, v] = _fold_sum(acc[u, v])
 
 
-def _group_size(batch, width, out_w, stride):
-    """Samples per work item: enough side by side for an output row of about ROW_LENGTH, balanced."""
-    per_plane = max(out_w, (width + stride - 1) // stride)
-    wanted = max(1, min(batch, ROW_LENGTH // per_plane))
-    groups = -(-batch // wanted)
+def _group_size(batch):
+    """At most GROUP samples per work item, the groups of a channel as equal as possible."""
+    groups = -(-batch // GROUP)
     return -(-batch // groups)
 
 
@@ -169,7 +157,7 @@ def depthwise_conv2d_fwd(x, w, stride, padding):
     out_h = _output_size(height, kernel_h, stride[0], padding[0])
     out_w = _output_size(width, kernel_w, stride[1], padding[1])
     y = np.empty((batch, channels, out_h, out_w), x.dtype)
-    group = _group_size(batch, width, out_w, stride[1])
+    group = _group_size(batch)
     tasks = min(channels * -(-batch // group), TASKS_PER_THREAD * get_num_threads())
     _depthwise_fwd(
         np.ascontiguousarray(x), np.ascontiguousarray(w), *stride, *padding, group, tasks, (0,) * kernel_w, y
@@ -206,12 +194,11 @@ def depthwise_conv2d_bwd_input(grad_y, w, input_shape, stride, padding):
 
 
 def depthwise_conv2d_bwd_weight(grad_y, x, weight_shape, stride, padding):
-    batch, _, _, width = x.shape
+    channels = weight_shape[0]
     grad_w = np.empty(weight_shape, x.dtype)
-    group = _group_size(batch, width, grad_y.shape[3], stride[1])
-    tasks = min(weight_shape[0], TASKS_PER_THREAD * get_num_threads())
+    tasks = min(channels, TASKS_PER_THREAD * get_num_threads())
     _depthwise_bwd_weight(
-        np.ascontiguousarray(grad_y), np.ascontiguousarray(x), *stride, *padding, group, tasks, (0,) * weight_shape[3],
-        grad_w,
+        np.ascontiguousarray(grad_y), np.ascontiguousarray(x), *stride, *padding, _group_size(x.shape[0]), tasks,
+        (0,) * weight_shape[3], grad_w,
     )
     return grad_w
