@@ -4,8 +4,9 @@ q, k: (B, h, d, N); v, out: (B, h, dv, N); biases: (h, num_offsets); bias_idxs: 
 attn, logits: (B, h, N, N).
 logits[n, m] = scale * sum_i q[i, n] k[i, m] + biases[h, bias_idxs[n, m]];
 attn = softmax(logits) over m; out[c, n] = sum_m v[c, m] attn[n, m].
-Inner loops are multiply-adds along a contiguous axis, which LLVM vectorises without fastmath;
-where that axis would be short (N) or strided, a kernel works on transposed copies with dv inner.
+Inner loops are multiply-adds along a contiguous axis, which LLVM vectorises without fastmath: the
+output and the value gradient accumulate on transposed copies so that the long axis dv is innermost,
+and the query gradient reads a transposed copy of grad_logits.
 """
 import numpy as np
 from numba import njit, prange
