@@ -16,9 +16,15 @@ from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch,
 
 @st.composite
 def se_cases(draw, max_side=6):
-    """(arrays, differentiable): x (B, C, H, W), fc1 (R, C, 1, 1) and (R,), fc2 (C, R, 1, 1) and (C,)."""
+    """(arrays, differentiable): x (B, C, H, W), fc1 (R, C, 1, 1) and (R,), fc2 (C, R, 1, 1) and (C,).
+
+    float32 cases have C, R >= 3: the bias gradients are sums over the batch, and a vector of one or
+    two such sums can cancel to far below its terms, leaving float32 rounding of the terms as the
+    relative error. float64 cases cover C, R down to 1.
+    """
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
-    batch, channels, reduced = draw(st.integers(1, 3)), draw(st.integers(1, 8)), draw(st.integers(1, 4))
+    fewest = 3 if dtype == np.float32 else 1
+    batch, channels, reduced = draw(st.integers(1, 3)), draw(st.integers(fewest, 8)), draw(st.integers(fewest, 4))
     height, width = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     arrays = [

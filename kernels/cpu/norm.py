@@ -101,11 +101,10 @@ def _batch_norm_stats(x, mean, var):
 def _batch_norm_fwd(x, mean, var, weight, bias, eps, y):
     batch, channels, length = x.shape
     for c in prange(channels):
-        scale = weight[c] / np.sqrt(var[c] + eps)
-        shift = bias[c] - mean[c] * scale
+        mu, scale, shift = mean[c], weight[c] / np.sqrt(var[c] + eps), bias[c]
         for n in range(batch):
             for i in range(length):
-                y[n, c, i] = x[n, c, i] * scale + shift
+                y[n, c, i] = (x[n, c, i] - mu) * scale + shift
 
 
 @njit(parallel=True, cache=True)
@@ -166,10 +165,9 @@ def _group_norm_fwd(x, weight, bias, eps, y, mean, rstd):
         mu, r = mean[n, g], rstd[n, g]
         for k in range(per_group):
             c = g * per_group + k
-            scale = weight[c] * r
-            shift = bias[c] - mu * scale
+            scale, shift = weight[c] * r, bias[c]
             for i in range(length):
-                y[n, g, k, i] = values[k, i] * scale + shift
+                y[n, g, k, i] = (values[k, i] - mu) * scale + shift
 
 
 @njit(parallel=True, cache=True)
