@@ -233,6 +233,15 @@ def test_conv2d_lsnet_stem_and_pointwise_float32():
     check_with_torch(ours_conv(1, 0, 1), torch_conv(1, 0, 1), [x, random_array(rng, (128, 64, 1, 1), np.float32)])
 
 
+@pytest.mark.parametrize("weight_shape, groups", [((6, 4, 3, 3), 1), ((4, 1, 3, 3), 4), ((6, 2, 1, 1), 2)])
+def test_conv2d_empty_batch_against_torch(weight_shape, groups):
+    rng = np.random.default_rng(5)
+    arrays = [np.zeros((0, 4, 5, 5)), random_array(rng, weight_shape, np.float64)]
+    arrays.append(random_array(rng, weight_shape[:1], np.float64))
+    padding = weight_shape[2] // 2
+    check_with_torch(ours_conv(1, padding, groups), torch_conv(1, padding, groups), arrays)
+
+
 def test_conv2d_runs_depthwise_kernels_exactly_when_groups_equal_channels(monkeypatch):
     calls = []
     depthwise_fwd, conv_fwd = cpu.depthwise_conv2d_fwd, cpu.conv2d_fwd
@@ -260,6 +269,8 @@ def test_conv2d_runs_depthwise_kernels_exactly_when_groups_equal_channels(monkey
         ((2, 4, 5, 5), (6, 4, 3, 3), None, {"padding": (1, 1.5)}, r"conv2d: argument 'padding'"),
         ((2, 4, 2, 5), (6, 4, 3, 3), None, {}, r"conv2d: the kernel \(3 x 3\) must fit in the padded input \(2 x 5\)"),
         ((2, 4, 5, 5), (6, 4, 3, 3), (4,), {}, r"conv2d: argument 'bias' must have shape \(6,\)"),
+        ((2, 4, 0, 5), (6, 4, 1, 1), None, {"padding": 1}, r"conv2d: only the batch axis of 'x' may have length 0"),
+        ((2, 4, 5, 5), (0, 4, 3, 3), None, {}, r"conv2d: only the batch axis of 'x' may have length 0"),
     ],
 )
 def test_conv2d_rejects_bad_arguments(x_shape, w_shape, b_shape, kwargs, message):

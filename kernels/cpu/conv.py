@@ -65,8 +65,16 @@ def _is_pointwise(kernel_shape, stride, padding):
     return tuple(kernel_shape) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
 
 
-def _im2col_grouped(x, kernel_shape, stride, padding, groups):
-    """The columns of x as (B, groups, C_in / groups * KH * KW, Ho * Wo)."""
+def _grouped(a, groups):
+    """A (B, C, H, W) array as (B, groups, C / groups, H * W)."""
+    batch, channels, height, width = a.shape
+    return np.ascontiguousarray(a).reshape(batch, groups, channels // groups, height * width)
+
+
+def _columns(x, kernel_shape, stride, padding, groups):
+    """What w multiplies, (B, groups, C_in / groups * KH * KW, Ho * Wo): x itself for a pointwise conv."""
+    if _is_pointwise(kernel_shape, stride, padding):
+        return _grouped(x, groups)
     batch, channels = x.shape[:2]
     out_h, out_w = _output_size(x.shape[2:], kernel_shape, stride, padding)
     taps = kernel_shape[0] * kernel_shape[1]
@@ -76,39 +84,28 @@ def _im2col_grouped(x, kernel_shape, stride, padding, groups):
 
 
 def conv2d_fwd(x, w, stride, padding, groups):
-    batch, channels, height, width = x.shape
-    out_channels = w.shape[0]
-    out_h, out_w = _output_size((height, width), w.shape[2:], stride, padding)
-    w_grouped = np.ascontiguousarray(w).reshape(groups, out_channels // groups, -1)
-    if _is_pointwise(w.shape[2:], stride, padding):
-        columns = np.ascontiguousarray(x).reshape(batch, groups, channels // groups, height * width)
-    else:
-        columns = _im2col_grouped(x, w.shape[2:], stride, padding, groups)
-    return matmul(w_grouped, columns).reshape(batch, out_channels, out_h, out_w)
+    out_h, out_w = _output_size(x.shape[2:], w.shape[2:], stride, padding)
+    w_grouped = np.ascontiguousarray(w).reshape(groups, w.shape[0] // groups, w[0].size)
+    y = matmul(w_grouped, _columns(x, w.shape[2:], stride, padding, groups))
+    return y.reshape(x.shape[0], w.shape[0], out_h, out_w)
 
 
 def conv2d_bwd_input(grad_y, w, input_shape, stride, padding, groups):
-    batch, channels, height, width = input_shape
-    out_h, out_w = grad_y.shape[2:]
-    w_grouped = np.ascontiguousarray(w).reshape(groups, w.shape[0] // groups, -1)
-    grad_y_grouped = np.ascontiguousarray(grad_y).reshape(batch, groups, -1, out_h * out_w)
-    grad_columns = matmul(w_grouped, grad_y_grouped, transpose_a=True)
+    batch, out_h, out_w = grad_y.shape[0], grad_y.shape[2], grad_y.shape[3]
+    w_grouped = np.ascontiguousarray(w).reshape(groups, w.shape[0] // groups, w[0].size)
+    grad_columns = matmul(w_grouped, _grouped(grad_y, groups), transpose_a=True)
     if _is_pointwise(w.shape[2:], stride, padding):
         return grad_columns.reshape(input_shape)
     grad_x = np.empty(input_shape, grad_y.dtype)
-    _col2im(grad_columns.reshape(batch, -1, out_h * out_w), *w.shape[2:], *stride, *padding, out_h, out_w, grad_x)
+    grad_columns = grad_columns.reshape(batch, input_shape[1] * w.shape[2] * w.shape[3], out_h * out_w)
+    _col2im(grad_columns, *w.shape[2:], *stride, *padding, out_h, out_w, grad_x)
     return grad_x
 
 
 def conv2d_bwd_weight(grad_y, x, weight_shape, stride, padding, groups):
-    batch, channels, height, width = x.shape
-    out_h, out_w = grad_y.shape[2:]
-    if _is_pointwise(weight_shape[2:], stride, padding):
-        columns = np.ascontiguousarray(x).reshape(batch, groups, channels // groups, height * width)
-    else:
-        columns = _im2col_grouped(x, weight_shape[2:], stride, padding, groups)
-    grad_y_grouped = np.ascontiguousarray(grad_y).reshape(batch, groups, -1, out_h * out_w)
-    # one product per group, contracting over batch and positions together: (G, C_out/G, B*P) @ (G, B*P, K)
-    grad_y_rows = grad_y_grouped.transpose(1, 2, 0, 3).reshape(groups, -1, batch * out_h * out_w)
-    column_rows = columns.transpose(1, 2, 0, 3).reshape(groups, -1, batch * out_h * out_w)
+    columns = _columns(x, weight_shape[2:], stride, padding, groups)
+    # one product per group, contracting over samples and positions at once: (C_out/G, B*P) @ (B*P, K)
+    samples_and_positions = grad_y.shape[0] * grad_y.shape[2] * grad_y.shape[3]
+    grad_y_rows = _grouped(grad_y, groups).transpose(1, 2, 0, 3).reshape(groups, weight_shape[0] // groups, samples_and_positions)
+    column_rows = columns.transpose(1, 2, 0, 3).reshape(groups, columns.shape[2], samples_and_positions)
     return matmul(grad_y_rows, column_rows, transpose_b=True).reshape(weight_shape)

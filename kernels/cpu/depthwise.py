@@ -143,8 +143,8 @@ def _depthwise_bwd_weight(grad_y, x, sh, sw, ph, pw, group, tasks, row_taps, gra
 
 def _group_size(batch):
     """At most GROUP samples per work item, the groups of a channel as equal as possible."""
-    groups = -(-batch // GROUP)
-    return -(-batch // groups)
+    groups = max(1, -(-batch // GROUP))
+    return max(1, -(-batch // groups))
 
 
 def _output_size(size, kernel, stride, padding):

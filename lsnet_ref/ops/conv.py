@@ -69,6 +69,10 @@ def _convolve(op, x, weight, bias, stride, padding, groups):
     """Check what F.conv2d checks, then apply Conv2dFunction."""
     check_rank(op, "x", x, 4, "(B, C_in, H, W)")
     check_rank(op, "weight", weight, 4, "(C_out, C_in / groups, KH, KW)")
+    if 0 in x.shape[1:] or 0 in weight.shape:
+        raise ValueError(
+            f"{op}: only the batch axis of 'x' may have length 0, no axis of 'weight'; got {x.shape} and {weight.shape}"
+        )
     stride, padding = _pair(op, "stride", stride, 1), _pair(op, "padding", padding, 0)
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"{op}: argument 'groups' must be a positive int; got {groups!r}")
