@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kernels.cpu as cpu
+import kernels.cpu.depthwise
 import kernels.reference as reference
 import lsnet_ref as L
 from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, random_array
@@ -205,6 +206,23 @@ def test_depthwise_conv2d_finite_differences(case):
 def test_depthwise_kernels_match_numpy_reference(case):
     arrays, stride, padding = case
     check_depthwise_kernels(arrays[0], arrays[1], stride, padding)
+
+
+@given(depthwise_cases(max_side=6))
+def test_depthwise_kernels_match_numpy_reference_with_samples_split_into_groups(case):
+    """Work items of at most 2 samples: several per channel, the last one partly filled."""
+    arrays, stride, padding = case
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernels.cpu.depthwise, "GROUP", 2)
+        check_depthwise_kernels(arrays[0], arrays[1], stride, padding)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_conv2d_batch_of_several_groups_against_torch(stride):
+    """35 samples are two work items per channel (18 and 17 samples)."""
+    rng = np.random.default_rng(6)
+    arrays = [random_array(rng, (35, 3, 6, 5), np.float64), random_array(rng, (3, 1, 3, 3), np.float64)]
+    check_with_torch(ours_depthwise(stride, 1), torch_conv(stride, 1, 3), arrays)
 
 
 @pytest.mark.parametrize(
