@@ -1,17 +1,18 @@
 """lsnet-ref: LSNet ("LSNet: See Large, Focus Small", CVPR 2025) in NumPy and Numba.
 
-`Tensor` and the tape live in `lsnet_ref.tensor`, operations in `lsnet_ref.ops`.
+`Tensor` and the tape live in `lsnet_ref.tensor`, operations in `lsnet_ref.ops`, modules in
+`lsnet_ref.modules`, the network in `lsnet_ref.lsnet`.
 """
-from . import checkpoint, ops
+from . import checkpoint, init, modules, ops
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .function import Function
 from .gradcheck import GradcheckError, gradcheck
+from .lsnet import LSNet, create_model, list_models
+from .profile import count_params, profile
 from .tensor import Parameter, Tensor, backward, is_grad_enabled, no_grad
 
 __all__ = [
-    "CheckpointError",
-    "Function", "GradcheckError", "Parameter", "Tensor", "backward", "gradcheck", "is_grad_enabled", "load_checkpoint",
-    "no_grad",
-    "ops",
-    "save_checkpoint",
+    "CheckpointError", "Function", "GradcheckError", "LSNet", "Parameter", "Tensor", "backward", "count_params",
+    "create_model", "gradcheck", "init", "is_grad_enabled", "list_models", "load_checkpoint", "modules", "no_grad",
+    "ops", "profile", "save_checkpoint",
 ]
