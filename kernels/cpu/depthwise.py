@@ -81,7 +81,7 @@ def _depthwise_fwd(x, w, sh, sw, ph, pw, group, tasks, row_taps, y):
             _interleave(x, c, b0, count, group, buf, pw * group, row_pitch, ph)
             for i in range(out_h):
                 acc[:] = 0
-                for u in range(kernel_h):
+                for u in range(max(0, ph - sh * i), min(kernel_h, ph + height - sh * i)):  # rows of data
                     taps, src = kernel[u], buf[(sh * i + u) * row_pitch:]
                     if sw == 1:
                         for k in range(run):
@@ -124,9 +124,11 @@ def _depthwise_bwd_weight(grad_y, x, sh, sw, ph, pw, group, tasks, row_taps, gra
                     grads[:] = 0
                 _interleave(grad_y, c, b0, count, group, grads, 0, run, 0)
                 for u in range(kernel_h):
+                    # the output rows whose kernel row u reads data rather than padding
+                    first, stop = max(0, -((u - ph) // sh)), min(out_h, (height - 1 + ph - u) // sh + 1)
                     for v in range(kernel_w):
                         tap = acc[u, v]
-                        for i in range(out_h):
+                        for i in range(first, stop):
                             grad_row, src = grads[i * run:], buf[(sh * i + u) * row_pitch + v * group:]
                             if sw == 1:
                                 for k in range(run):
