@@ -5,6 +5,8 @@ receive the namespace of their inputs' device and never ask which device they ru
 """
 import numpy as np
 
+import kernels.cpu
+
 DEVICES = ("cpu", "cuda")
 
 
@@ -32,12 +34,10 @@ def device_of(array):
 def kernels_for(device):
     """The kernel namespace (module) for `device`."""
     if check_device(device) == "cpu":
-        import kernels.cpu
-
         return kernels.cpu
-    import kernels.cuda
+    from kernels import cuda
 
-    return kernels.cuda
+    return cuda
 
 
 def kernels_of(array):
