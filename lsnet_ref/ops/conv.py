@@ -1,4 +1,6 @@
 """2-D convolution (F.conv2d) and its depthwise special case."""
+import numbers
+
 from ..function import Function
 from ._checks import check_odd, check_rank, check_same_dtype, check_shape
 
@@ -54,15 +56,15 @@ class Conv2dFunction(Function):
 
 
 def _pair(op, name, value, minimum):
-    """An int or a pair of ints, each >= minimum, as a tuple (a, b)."""
-    pair = (value, value) if isinstance(value, int) else value
+    """An int or a pair of ints, each >= minimum, as a tuple of two Python ints."""
+    pair = (value, value) if isinstance(value, numbers.Integral) else value
     if (
         not isinstance(pair, (tuple, list))
         or len(pair) != 2
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= minimum for n in pair)
+        or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= minimum for n in pair)
     ):
         raise ValueError(f"{op}: argument '{name}' must be an int >= {minimum} or a pair of them; got {value!r}")
-    return tuple(pair)
+    return int(pair[0]), int(pair[1])
 
 
 def _convolve(op, x, weight, bias, stride, padding, groups):
@@ -74,8 +76,9 @@ def _convolve(op, x, weight, bias, stride, padding, groups):
             f"{op}: only the batch axis of 'x' may have length 0, no axis of 'weight'; got {x.shape} and {weight.shape}"
         )
     stride, padding = _pair(op, "stride", stride, 1), _pair(op, "padding", padding, 0)
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"{op}: argument 'groups' must be a positive int; got {groups!r}")
+    groups = int(groups)
     in_channels, height, width = x.shape[1:]
     out_channels, group_channels, kernel_h, kernel_w = weight.shape
     if out_channels % groups:
@@ -86,7 +89,7 @@ def _convolve(op, x, weight, bias, stride, padding, groups):
             f"expects {group_channels * groups}"
         )
     padded = (height + 2 * padding[0], width + 2 * padding[1])
-    if kernel_h > padded[0] or kernel_w > padded[1] or min(kernel_h, kernel_w) < 1:
+    if kernel_h > padded[0] or kernel_w > padded[1]:
         raise ValueError(
             f"{op}: the kernel ({kernel_h} x {kernel_w}) must fit in the padded input "
             f"({padded[0]} x {padded[1]}) for an output size of at least 1"
