@@ -1,7 +1,9 @@
 """Check helpers: run an operation here and in PyTorch (the oracle) and compare.
 
-Relative error is max |ours - reference| / max |reference|; bounds are 1e-10 in float64 and 1e-5
-in float32. Failures name what differs: "forward output k" or "backward input i".
+The oracle always computes in float64 (on the same values), so a float32 result is measured
+against the exact answer rather than against another float32 rounding. Relative error is
+max |ours - reference| / max |reference|; bounds are 1e-10 for float64 and 1e-5 for float32
+results. Failures name what differs: "forward output k" or "backward input i".
 """
 import numpy as np
 import torch
@@ -39,7 +41,7 @@ def _tuple(values):
 
 
 def check_with_torch(ours, theirs, arrays, differentiable=None, device="cpu", seed=0, tolerance=None):
-    """Compare `ours(*Tensors)` with `theirs(*torch.Tensors)`, forward then backward.
+    """Compare `ours(*Tensors)` with `theirs(*torch.Tensors)` (in float64), forward then backward.
 
     Args:
         arrays: the inputs as NumPy arrays; float ones may be differentiated.
@@ -53,7 +55,10 @@ def check_with_torch(ours, theirs, arrays, differentiable=None, device="cpu", se
         differentiable = [i for i, a in enumerate(arrays) if a.dtype.kind == "f"]
     tolerance = tolerance or TOLERANCE[np.dtype(arrays[0].dtype)]
     ours_inputs = [L.Tensor(a, requires_grad=i in differentiable, device=device) for i, a in enumerate(arrays)]
-    torch_inputs = [torch.tensor(a, requires_grad=i in differentiable) for i, a in enumerate(arrays)]
+    torch_inputs = [
+        torch.tensor(a.astype(np.float64) if a.dtype.kind == "f" else a, requires_grad=i in differentiable)
+        for i, a in enumerate(arrays)
+    ]
     ours_outputs, torch_outputs = _tuple(ours(*ours_inputs)), _tuple(theirs(*torch_inputs))
     assert len(ours_outputs) == len(torch_outputs), "forward: number of outputs differs"
     for k, (mine, reference) in enumerate(zip(ours_outputs, torch_outputs)):
@@ -65,7 +70,7 @@ def check_with_torch(ours, theirs, arrays, differentiable=None, device="cpu", se
     cotangents = [rng.standard_normal(y.shape).astype(y.dtype) for y in ours_outputs]
     pairs = [(y, t, g) for y, t, g in zip(ours_outputs, torch_outputs, cotangents) if t.requires_grad]
     L.backward([y for y, _, _ in pairs], [g for _, _, g in pairs])
-    torch.autograd.backward([t for _, t, _ in pairs], [torch.from_numpy(g) for _, _, g in pairs])
+    torch.autograd.backward([t for _, t, _ in pairs], [torch.from_numpy(g.astype(np.float64)) for _, _, g in pairs])
     for i in differentiable:
         mine, reference = ours_inputs[i].grad, torch_inputs[i].grad
         if reference is None:

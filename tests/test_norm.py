@@ -92,7 +92,7 @@ def check_batch_norm_against_torch(case, training):
     """Forward, gradients and the updated running statistics."""
     x, weight, bias, differentiable, running, momentum, eps = case
     ours_running = [L.Tensor(a.copy()) for a in running] if running else [None, None]
-    torch_running = [torch.tensor(a) for a in running] if running else [None, None]
+    torch_running = [torch.tensor(a.astype(np.float64)) for a in running] if running else [None, None]
     check_with_torch(
         _affine_call(L.ops.batch_norm, weight, bias, running_mean=ours_running[0], running_var=ours_running[1],
                      training=training, momentum=momentum, eps=eps),
