@@ -7,6 +7,8 @@ import numpy as np
 
 import kernels.cpu
 
+from .env import require_cuda
+
 DEVICES = ("cpu", "cuda")
 
 
@@ -35,6 +37,7 @@ def kernels_for(device):
     """The kernel namespace (module) for `device`."""
     if check_device(device) == "cpu":
         return kernels.cpu
+    require_cuda()
     from kernels import cuda
 
     return cuda

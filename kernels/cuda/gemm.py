@@ -1,0 +1,66 @@
+"""Matrix products: a tiled shared-memory GEMM (float32 accumulation for float32 input)."""
+from numba import boolean, cuda, float32, float64
+
+__all__ = ["matmul"]
+
+TILE = 16  # a TILE x TILE block computes a TILE x TILE tile of the product
+
+
+@cuda.jit(cache=True)
+def _matmul(a, b, transpose_a, transpose_b, out):
+    """out[z] = op(a[z or 0]) @ op(b[z or 0]) for 3-D a, b (a batch of 1 broadcasts).
+
+    Every thread loads tiles and meets the barriers; the bounds checks guard loads and the store.
+    """
+    tile_a = cuda.shared.array((TILE, TILE), dtype=a.dtype)
+    tile_b = cuda.shared.array((TILE, TILE), dtype=b.dtype)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    row = cuda.blockIdx.y * TILE + ty
+    col = cuda.blockIdx.x * TILE + tx
+    z = cuda.blockIdx.z
+    za = z if a.shape[0] > 1 else 0
+    zb = z if b.shape[0] > 1 else 0
+    rows, cols = out.shape[1], out.shape[2]
+    depth = a.shape[1] if transpose_a else a.shape[2]
+    total = float32(0)
+    for start in range(0, depth, TILE):
+        k = start + tx
+        value = float32(0)
+        if row < rows and k < depth:
+            value = a[za, k, row] if transpose_a else a[za, row, k]
+        tile_a[ty, tx] = value
+        k = start + ty
+        value = float32(0)
+        if k < depth and col < cols:
+            value = b[zb, col, k] if transpose_b else b[zb, k, col]
+        tile_b[ty, tx] = value
+        cuda.syncthreads()
+        for kk in range(TILE):
+            total += tile_a[ty, kk] * tile_b[kk, tx]
+        cuda.syncthreads()
+    if row < rows and col < cols:
+        out[z, row, col] = total
+
+
+def _as_batch(array):
+    return array.reshape((1,) + tuple(array.shape)) if len(array.shape) == 2 else array
+
+
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """a @ b over the last two axes (optionally transposed); 2-D or 3-D operands, a batch of 1 broadcasts."""
+    a3, b3 = _as_batch(a), _as_batch(b)
+    rows = a3.shape[2] if transpose_a else a3.shape[1]
+    cols = b3.shape[1] if transpose_b else b3.shape[2]
+    batch = max(a3.shape[0], b3.shape[0])
+    out = cuda.device_array((batch, rows, cols), a.dtype)
+    grid = ((cols + TILE - 1) // TILE, (rows + TILE - 1) // TILE, batch)
+    if out.size:
+        _matmul[grid, (TILE, TILE)](a3, b3, transpose_a, transpose_b, out)
+    if len(a.shape) == 2 and len(b.shape) == 2:
+        return out.reshape(rows, cols)
+    return out
+
+
+PTX_SIGNATURES = {
+    _matmul: [(t[:, :, ::1], t[:, :, ::1], boolean, boolean, t[:, :, ::1]) for t in (float32, float64)],
+}
