@@ -28,18 +28,25 @@ def _padded_size(size, kernel, stride, padding, out_size):
 
 
 @njit(cache=True)
-def _interleave(planes, c, b0, count, group, out, offset, row_pitch, offset_rows):
+def _interleave(planes, c, b0, count, group, stage, out, offset, row_pitch, offset_rows):
     """out[(offset_rows + i) * row_pitch + offset + j * group + m] = planes[b0 + m, c, i, j] for m < count.
 
+    The planes are first copied whole into stage (group, H * W): the transposition then reads a compact
+    array instead of planes that lie a multiple of 4 KiB apart in many shapes, which thrashes the cache.
     Unsigned indices: Numba then skips its negative-index wraparound (here and below, where it would
     keep loops from vectorising).
     """
-    height, width = planes.shape[2], planes.shape[3]
+    batch, channels, height, width = planes.shape
+    flat = planes.reshape(batch, channels, height * width)
+    for m in range(count):
+        src, dst = flat[b0 + m, c], stage[m]
+        for e in range(height * width):
+            dst[e] = src[e]
     for i in range(height):
         row = out[(offset_rows + i) * row_pitch + offset:]
-        for m in range(count):
-            for j in range(width):
-                row[np.uint64(j * group + m)] = planes[b0 + m, c, i, j]
+        for j in range(width):
+            for m in range(count):
+                row[np.uint64(j * group + m)] = stage[m, i * width + j]
 
 
 @njit(cache=True)
@@ -72,13 +79,14 @@ def _depthwise_fwd(x, w, sh, sw, ph, pw, group, tasks, row_taps, y):
         buf = np.zeros(rows * row_pitch, x.dtype)
         acc = np.empty(run, x.dtype)
         kernel = np.empty((kernel_h, kernel_w), x.dtype)
+        stage = np.empty((group, height * width), x.dtype)
         for item in range(task * items // tasks, (task + 1) * items // tasks):
             c, b0 = item // groups_per_channel, item % groups_per_channel * group
             count = min(group, batch - b0)
             for u in range(kernel_h):
                 for v in range(kernel_w):
                     kernel[u, v] = w[c, 0, u, v]
-            _interleave(x, c, b0, count, group, buf, pw * group, row_pitch, ph)
+            _interleave(x, c, b0, count, group, stage, buf, pw * group, row_pitch, ph)
             for i in range(out_h):
                 acc[:] = 0
                 for u in range(max(0, ph - sh * i), min(kernel_h, ph + height - sh * i)):  # rows of data
@@ -115,14 +123,15 @@ def _depthwise_bwd_weight(grad_y, x, sh, sw, ph, pw, group, tasks, row_taps, gra
         buf = np.zeros(rows * row_pitch, x.dtype)
         grads = np.zeros(out_h * run, x.dtype)  # grad_y of the group, interleaved like the output rows
         acc = np.empty((kernel_h, kernel_w, run), x.dtype)  # per tap, partial sums per output place
+        stage = np.empty((group, max(height * width, out_h * out_w)), x.dtype)
         for c in range(task * channels // tasks, (task + 1) * channels // tasks):
             acc[:] = 0
             for b0 in range(0, batch, group):
                 count = min(group, batch - b0)
-                _interleave(x, c, b0, count, group, buf, pw * group, row_pitch, ph)
+                _interleave(x, c, b0, count, group, stage, buf, pw * group, row_pitch, ph)
                 if count < group:  # the unused places must add nothing
                     grads[:] = 0
-                _interleave(grad_y, c, b0, count, group, grads, 0, run, 0)
+                _interleave(grad_y, c, b0, count, group, stage, grads, 0, run, 0)
                 for u in range(kernel_h):
                     # the output rows whose kernel row u reads data rather than padding
                     first, stop = max(0, -((u - ph) // sh)), min(out_h, (height - 1 + ph - u) // sh + 1)
