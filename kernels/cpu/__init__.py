@@ -17,5 +17,6 @@ from .gemm import *  # noqa: E402,F401,F403
 from .layout import *  # noqa: E402,F401,F403
 from .loss import *  # noqa: E402,F401,F403
 from .norm import *  # noqa: E402,F401,F403
+from .optim import *  # noqa: E402,F401,F403
 from .se import *  # noqa: E402,F401,F403
 from .ska import *  # noqa: E402,F401,F403

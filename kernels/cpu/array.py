@@ -3,7 +3,7 @@ import numpy as np
 
 __all__ = [
     "empty", "zeros", "full", "copy", "to_host", "from_host",
-    "add", "mul", "scale", "add_scalar", "relu_fwd", "relu_bwd", "sigmoid_fwd", "sigmoid_bwd",
+    "add", "mul", "scale", "add_scalar", "clamp", "relu_fwd", "relu_bwd", "sigmoid_fwd", "sigmoid_bwd",
     "sum_all", "expand_scalar", "channel_sum", "add_channel_bias",
 ]
 
@@ -46,6 +46,10 @@ def scale(a, factor):
 
 def add_scalar(a, value):
     return np.asarray(a + a.dtype.type(value))
+
+
+def clamp(a, low, high):
+    return np.clip(a, a.dtype.type(low), a.dtype.type(high))
 
 
 def relu_fwd(x):

@@ -11,5 +11,6 @@ from .gemm import *  # noqa: F401,F403
 from .layout import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
+from .optim import *  # noqa: F401,F403
 from .se import *  # noqa: F401,F403
 from .ska import *  # noqa: F401,F403

@@ -11,7 +11,7 @@ from .launch import THREADS, blocks, block_sum
 
 __all__ = [
     "empty", "zeros", "full", "copy", "to_host", "from_host",
-    "add", "mul", "scale", "add_scalar", "relu_fwd", "relu_bwd", "sigmoid_fwd", "sigmoid_bwd",
+    "add", "mul", "scale", "add_scalar", "clamp", "relu_fwd", "relu_bwd", "sigmoid_fwd", "sigmoid_bwd",
     "sum_all", "expand_scalar", "channel_sum", "add_channel_bias",
 ]
 
@@ -56,6 +56,13 @@ def _add_scalar(a, value, out):
     i = cuda.grid(1)
     if i < out.size:
         out[i] = a[i] + value
+
+
+@cuda.jit(cache=True)
+def _clamp(a, low, high, out):
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = min(max(a[i], low), high)
 
 
 @cuda.jit(cache=True)
@@ -182,6 +189,13 @@ def add_scalar(a, value):
     return _elementwise(_add_scalar, a, scalar=value)
 
 
+def clamp(a, low, high):
+    out = empty(a.shape, a.dtype)
+    if out.size:
+        _clamp[blocks(out.size), THREADS](_flat(a), a.dtype.type(low), a.dtype.type(high), _flat(out))
+    return out
+
+
 def relu_fwd(x):
     return _elementwise(_relu_fwd, x)
 
@@ -246,6 +260,7 @@ PTX_SIGNATURES = {
     _mul: [(_vector(t),) * 3 for t in (float32, float64)],
     _scale: [(_vector(t), t, _vector(t)) for t in (float32, float64)],
     _add_scalar: [(_vector(t), t, _vector(t)) for t in (float32, float64)],
+    _clamp: [(_vector(t), t, t, _vector(t)) for t in (float32, float64)],
     _relu_fwd: [(_vector(t),) * 2 for t in (float32, float64)],
     _relu_bwd: [(_vector(t),) * 3 for t in (float32, float64)],
     _sigmoid_fwd: [(_vector(t),) * 2 for t in (float32, float64)],
