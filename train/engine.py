@@ -1,0 +1,113 @@
+"""One training epoch and one evaluation pass (the loops of the authors' DeiT-style engine.py)."""
+import math
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+import lsnet_ref as L
+from lsnet_ref import ops
+from lsnet_ref.optim import clip_gradients
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run stops without writing a checkpoint."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during an epoch; `next_batch` is the first batch not yet folded into an update."""
+
+    def __init__(self, next_batch):
+        super().__init__(f"interrupted before batch {next_batch}")
+        self.next_batch = next_batch
+
+
+class Criterion:
+    """The recipe's loss: soft-target cross-entropy with mixup (else label smoothing), plus hard
+    distillation: 0.5 * base(head) + 0.5 * CE(head_dist, argmax of the teacher's logits)."""
+
+    def __init__(self, smoothing, mixing, teacher=None):
+        self.smoothing, self.mixing, self.teacher = smoothing, mixing, teacher
+
+    def base(self, logits, targets):
+        if self.mixing:
+            return ops.soft_target_cross_entropy(logits, targets)
+        return ops.cross_entropy(logits, targets, label_smoothing=self.smoothing)
+
+    def __call__(self, outputs, targets, images):
+        if self.teacher is None:
+            return self.base(outputs, targets)
+        logits, logits_dist = outputs
+        with L.no_grad():
+            teacher_labels = ops.argmax(self.teacher(images))
+        return self.base(logits, targets) * 0.5 + ops.cross_entropy(logits_dist, teacher_labels) * 0.5
+
+
+def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, device, mixup=None, clip_grad=None,
+                    clip_mode="agc", ema=None, accum_steps=1, seed=0, start_batch=0, progress=True):
+    """Train over one epoch of `loader`, from batch `start_batch`.
+
+    The learning rate is set from `schedule` before every optimizer update; an update happens every
+    `accum_steps` batches. Returns {"lr", "loss"} (the last lr, the mean loss over the batches run).
+    Raises NonFiniteLoss on a NaN or infinite loss and Interrupted on Ctrl-C.
+    """
+    model.train()
+    steps_per_epoch = len(loader) // accum_steps
+    losses, images_seen, started = [], 0, time.perf_counter()
+    lr = schedule.lr_at(epoch * steps_per_epoch + start_batch // accum_steps)
+    bar = tqdm(total=steps_per_epoch * accum_steps, initial=start_batch, desc=f"epoch {epoch}", disable=not progress,
+               dynamic_ncols=True, leave=False)
+    batch_index = start_batch
+    try:
+        for batch_index, (images, labels) in enumerate(loader.epoch(epoch, start_batch), start=start_batch):
+            if batch_index >= steps_per_epoch * accum_steps:
+                break
+            targets = labels
+            if mixup is not None:
+                images, targets = mixup(images, labels, np.random.default_rng([seed, epoch, batch_index, 1]))
+            x = L.Tensor(images, device=device)
+            loss = criterion(model(x), L.Tensor(targets, device=device), x)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise NonFiniteLoss(f"loss is {value} at epoch {epoch}, batch {batch_index}; stopping")
+            (loss * (1.0 / accum_steps)).backward()
+            if (batch_index + 1) % accum_steps == 0:
+                update = epoch * steps_per_epoch + batch_index // accum_steps
+                lr = schedule.lr_at(update)
+                optimizer.set_lr(lr)
+                if clip_grad is not None:
+                    clip_gradients(optimizer.parameters(), clip_grad, clip_mode)
+                optimizer.step()
+                optimizer.zero_grad()
+                if ema is not None:
+                    ema.update(model)
+            losses.append(value)
+            images_seen += len(labels)
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}",
+                            img_s=f"{images_seen / (time.perf_counter() - started):.1f}")
+    except KeyboardInterrupt:
+        optimizer.zero_grad()
+        raise Interrupted(batch_index - batch_index % accum_steps) from None
+    finally:
+        bar.close()
+    return {"lr": lr, "loss": float(np.mean(losses)) if losses else float("nan")}
+
+
+def evaluate(model, loader, *, device, progress=True):
+    """Cross-entropy, top-1 and top-5 accuracy (percent) of `model` in eval mode over one pass."""
+    model.eval()
+    total, loss_sum, top1, top5 = 0, 0.0, 0, 0
+    with L.no_grad():
+        for images, labels in tqdm(loader.epoch(0), total=len(loader), desc="eval", disable=not progress,
+                                   dynamic_ncols=True, leave=False):
+            logits = model(L.Tensor(images, device=device))
+            loss_sum += ops.cross_entropy(logits, L.Tensor(labels, device=device)).item() * len(labels)
+            scores = logits.numpy()
+            best = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+            top1 += int((best[:, 0] == labels).sum())
+            top5 += int((best == labels[:, None]).any(axis=1).sum())
+            total += len(labels)
+    if total == 0:
+        raise ValueError("evaluate: the evaluation loader produced no images")
+    return {"loss": loss_sum / total, "acc1": 100.0 * top1 / total, "acc5": 100.0 * top5 / total}
