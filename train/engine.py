@@ -57,38 +57,40 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, dev
     lr = schedule.lr_at(epoch * steps_per_epoch + start_batch // accum_steps)
     bar = tqdm(total=steps_per_epoch * accum_steps, initial=start_batch, desc=f"epoch {epoch}", disable=not progress,
                dynamic_ncols=True, leave=False)
-    batch_index = start_batch
+    next_batch = start_batch  # the first batch not yet folded into an optimizer update
     try:
-        for batch_index, (images, labels) in enumerate(loader.epoch(epoch, start_batch), start=start_batch):
-            if batch_index >= steps_per_epoch * accum_steps:
-                break
-            targets = labels
-            if mixup is not None:
-                images, targets = mixup(images, labels, np.random.default_rng([seed, epoch, batch_index, 1]))
-            x = L.Tensor(images, device=device)
-            loss = criterion(model(x), L.Tensor(targets, device=device), x)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLoss(f"loss is {value} at epoch {epoch}, batch {batch_index}; stopping")
-            (loss * (1.0 / accum_steps)).backward()
-            if (batch_index + 1) % accum_steps == 0:
-                update = epoch * steps_per_epoch + batch_index // accum_steps
-                lr = schedule.lr_at(update)
-                optimizer.set_lr(lr)
-                if clip_grad is not None:
-                    clip_gradients(optimizer.parameters(), clip_grad, clip_mode)
-                optimizer.step()
-                optimizer.zero_grad()
-                if ema is not None:
-                    ema.update(model)
-            losses.append(value)
-            images_seen += len(labels)
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}",
-                            img_s=f"{images_seen / (time.perf_counter() - started):.1f}")
+        with loader.epoch(epoch, start_batch) as batches:
+            for batch_index, (images, labels) in enumerate(batches, start=start_batch):
+                if batch_index >= steps_per_epoch * accum_steps:
+                    break
+                if len(labels):  # a batch whose every image was unreadable contributes nothing
+                    targets = labels
+                    if mixup is not None:
+                        images, targets = mixup(images, labels, np.random.default_rng([seed, epoch, batch_index, 1]))
+                    x = L.Tensor(images, device=device)
+                    loss = criterion(model(x), L.Tensor(targets, device=device), x)
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise NonFiniteLoss(f"loss is {value} at epoch {epoch}, batch {batch_index}; stopping")
+                    (loss * (1.0 / accum_steps)).backward()
+                    losses.append(value)
+                    images_seen += len(labels)
+                if (batch_index + 1) % accum_steps == 0:
+                    lr = schedule.lr_at(epoch * steps_per_epoch + batch_index // accum_steps)
+                    optimizer.set_lr(lr)
+                    if clip_grad is not None:
+                        clip_gradients(optimizer.parameters(), clip_grad, clip_mode)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                    if ema is not None:
+                        ema.update(model)
+                    next_batch = batch_index + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1] if losses else float('nan'):.4f}", lr=f"{lr:.2e}",
+                                img_s=f"{images_seen / (time.perf_counter() - started):.1f}")
     except KeyboardInterrupt:
         optimizer.zero_grad()
-        raise Interrupted(batch_index - batch_index % accum_steps) from None
+        raise Interrupted(next_batch) from None
     finally:
         bar.close()
     return {"lr": lr, "loss": float(np.mean(losses)) if losses else float("nan")}
@@ -98,9 +100,11 @@ def evaluate(model, loader, *, device, progress=True):
     """Cross-entropy, top-1 and top-5 accuracy (percent) of `model` in eval mode over one pass."""
     model.eval()
     total, loss_sum, top1, top5 = 0, 0.0, 0, 0
-    with L.no_grad():
-        for images, labels in tqdm(loader.epoch(0), total=len(loader), desc="eval", disable=not progress,
+    with L.no_grad(), loader.epoch(0) as batches:
+        for images, labels in tqdm(batches, total=len(loader), desc="eval", disable=not progress,
                                    dynamic_ncols=True, leave=False):
+            if not len(labels):
+                continue
             logits = model(L.Tensor(images, device=device))
             loss_sum += ops.cross_entropy(logits, L.Tensor(labels, device=device)).item() * len(labels)
             scores = logits.numpy()
