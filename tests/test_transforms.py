@@ -134,8 +134,9 @@ def test_random_resized_crop_falls_back_to_a_centre_crop(width, height, box):
 
 
 def test_random_resized_crop_rejects_bad_arguments():
-    for kwargs, name in [({"size": 0}, "size"), ({"size": (3, 4, 5)}, "size"), ({"size": 4, "scale": (0.5, 0.1)}, "scale"),
-                         ({"size": 4, "ratio": (0.0, 1.0)}, "ratio"), ({"size": 4, "interpolation": "cubic"}, "interpolation")]:
+    for kwargs, name in [({"size": 0}, "size"), ({"size": (3, 4, 5)}, "size"),
+                         ({"size": 4, "scale": (0.5, 0.1)}, "scale"), ({"size": 4, "ratio": (0.0, 1.0)}, "ratio"),
+                         ({"size": 4, "interpolation": "cubic"}, "interpolation")]:
         with pytest.raises(ValueError, match=name):
             RandomResizedCrop(**kwargs)
     with pytest.raises(ValueError, match="RGB"):
@@ -302,11 +303,12 @@ def test_rand_augment_pixel_ops_have_their_effect():
     np.testing.assert_array_equal(pixels(apply_step("PosterizeIncreasing", 0, image)), 0)
     np.testing.assert_array_equal(pixels(apply_step("PosterizeIncreasing", 2, image)), x & 0xC0)
     np.testing.assert_array_equal(pixels(apply_step("SolarizeIncreasing", 100, image)), np.where(x >= 100, 255 - x, x))
-    np.testing.assert_array_equal(pixels(apply_step("SolarizeAdd", 99, image)), np.where(x < 128, np.minimum(x + 99, 255), x))
+    np.testing.assert_array_equal(pixels(apply_step("SolarizeAdd", 99, image)),
+                                  np.where(x < 128, np.minimum(x + 99, 255), x))
     for name in ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing"):
         assert_same_image(apply_step(name, 1.0, image), image)
-    np.testing.assert_array_equal(pixels(apply_step("BrightnessIncreasing", 1.5, uniform_image(3, 3, (100, 20, 0))))[0, 0],
-                                  [150, 30, 0])
+    brightened = apply_step("BrightnessIncreasing", 1.5, uniform_image(3, 3, (100, 20, 0)))
+    np.testing.assert_array_equal(pixels(brightened)[0, 0], [150, 30, 0])
     grey = pixels(apply_step("ColorIncreasing", 0.1, image)).astype(np.int64)
     assert np.abs(np.diff(grey, axis=2)).mean() < 0.2 * np.abs(np.diff(x, axis=2)).mean()
     narrow = Image.fromarray((50 + x // 5).astype(np.uint8))
@@ -386,6 +388,12 @@ def test_random_erasing_changes_one_box_inside_the_image(height, width, seed):
         return
     top, left, h, w = box
     assert erased_box(image, out) == (top, left, h, w) and h < height and w < width
+
+
+def test_random_erasing_box_is_strictly_smaller_than_the_image_as_in_timm():
+    erasing = RandomErasing(probability=1.0)
+    boxes = [erasing.sample_box(4, 64, rng(seed)) for seed in range(300)]  # rows of 4 often round to h = 4
+    assert all(box is None or box[2] < 4 for box in boxes) and any(box is not None for box in boxes)
 
 
 def test_random_erasing_box_size_and_pixel_statistics():

@@ -10,14 +10,15 @@ RandomHorizontalFlip, ColorJitter, Resize, CenterCrop, ToTensor + Normalize, and
 """
 import math
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "AugmentOp", "AugmentStep", "CenterCrop", "ColorJitter", "Compose",
-    "RandAugment", "RandomErasing", "RandomHorizontalFlip", "RandomResizedCrop", "Resize", "ToArray",
+    "IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS", "AugmentOp", "AugmentStep", "CenterCrop", "ColorJitter",
+    "Compose", "RandAugment", "RandomErasing", "RandomHorizontalFlip", "RandomResizedCrop", "Resize", "ToArray",
     "build_eval_transform", "build_train_transform",
 ]
 
@@ -280,10 +281,10 @@ def _translate_y_rel(image, fraction, resample, fill):
 
 
 class _OpSpec(NamedTuple):
-    level: object     # (magnitude, negate, hparams) -> argument, or None for ops without one
-    signed: bool      # timm negates the argument with probability 1/2
-    geometric: bool   # resamples pixels: takes a resampling filter and the fill colour
-    apply: object     # (image, argument, resample, fill) -> image
+    level: Callable | None  # (magnitude, negate, hparams) -> argument; None for ops without one
+    signed: bool            # timm negates the argument with probability 1/2
+    geometric: bool         # resamples pixels: takes a resampling filter and the fill colour
+    apply: Callable         # (image, argument, resample, fill) -> image
 
 
 # timm's _RAND_INCREASING_TRANSFORMS, in its order, with its level-to-argument mappings.
@@ -317,8 +318,8 @@ class AugmentStep(NamedTuple):
     filter (None for ops that do not resample)."""
     name: str
     magnitude: float
-    argument: object
-    resample: object
+    argument: float | int | None
+    resample: Image.Resampling | None
 
 
 class AugmentOp:
@@ -349,13 +350,15 @@ class AugmentOp:
         self.magnitude = float(magnitude)
         self.magnitude_std = float(hparams.get("magnitude_std", 0.0))
         if not (math.isfinite(self.magnitude_std) and self.magnitude_std >= 0):
-            raise ValueError(f"AugmentOp: hparams['magnitude_std'] must be a finite number >= 0, got {self.magnitude_std!r}")
+            raise ValueError(
+                f"AugmentOp: hparams['magnitude_std'] must be a finite number >= 0, got {self.magnitude_std!r}")
         self.fill = tuple(int(v) for v in hparams.get("img_mean", _DEFAULT_FILL))
         if len(self.fill) != 3 or not all(0 <= v <= 255 for v in self.fill):
             raise ValueError(f"AugmentOp: hparams['img_mean'] must be 3 ints in [0, 255], got {hparams['img_mean']!r}")
         interpolation = hparams.get("interpolation")
         self.resample = None if interpolation is None else _interpolation(interpolation, "AugmentOp")
-        self.hparams = {"translate_pct": float(hparams.get("translate_pct", 0.45))}
+        hparams.setdefault("translate_pct", 0.45)
+        self.hparams = hparams
 
     def sample(self, rng):
         """The step this op takes on one image, or None when it is skipped."""
@@ -375,10 +378,6 @@ class AugmentOp:
     def apply(self, image, step):
         """The image after `step` (drawn by this op's sample)."""
         return self.spec.apply(image, step.argument, step.resample, self.fill)
-
-    def __call__(self, image, rng):
-        step = self.sample(rng)
-        return image if step is None else self.apply(image, step)
 
 
 class RandAugment:
@@ -429,7 +428,8 @@ class RandAugment:
                 else:
                     increasing = int(value) != 0
             except ValueError:
-                raise ValueError(f"RandAugment: config section {section!r} of {config!r} has a malformed number") from None
+                raise ValueError(
+                    f"RandAugment: config section {section!r} of {config!r} has a malformed number") from None
         if not increasing:
             raise ValueError(f"RandAugment: config {config!r} lacks inc1; only the increasing op set is implemented")
         ops = [AugmentOp(name, probability, magnitude, hparams) for name in AugmentOp.NAMES]
