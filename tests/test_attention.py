@@ -38,7 +38,7 @@ def torch_float32_error(arrays, scale):
 
 
 @st.composite
-def attention_cases(draw, max_side=4, max_points=12):
+def attention_cases(draw, max_side=4, max_points=12, max_batch=3, max_heads=4):
     """((q, k, v, attention_biases, attention_bias_idxs), scale).
 
     The table is the offset table of a rows x cols map, or random (int64 or int32, some offsets
@@ -48,7 +48,7 @@ def attention_cases(draw, max_side=4, max_points=12):
     implementation can be compared to 1e-5.
     """
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
-    batch, heads = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    batch, heads = draw(st.integers(1, max_batch)), draw(st.integers(1, max_heads))
     key_dim, value_dim = draw(st.integers(1, 5)), draw(st.integers(1, 6))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     if draw(st.booleans()):
