@@ -21,10 +21,10 @@ def partitions(draw, total):
 
 
 @st.composite
-def split_cases(draw, dtypes=FLOAT_DTYPES):
+def split_cases(draw, dtypes=FLOAT_DTYPES, max_side=5):
     """(x, sizes, axis) with axis possibly negative and some sizes possibly 0."""
     dtype = draw(st.sampled_from(dtypes))
-    shape = tuple(draw(st.lists(st.integers(1, 5), min_size=1, max_size=4)))
+    shape = tuple(draw(st.lists(st.integers(1, max_side), min_size=1, max_size=4)))
     axis = draw(st.integers(-len(shape), len(shape) - 1))
     sizes = draw(partitions(shape[axis]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -32,12 +32,12 @@ def split_cases(draw, dtypes=FLOAT_DTYPES):
 
 
 @st.composite
-def concat_cases(draw, dtypes=FLOAT_DTYPES):
+def concat_cases(draw, dtypes=FLOAT_DTYPES, max_side=4):
     """(arrays, axis): 1 to 4 arrays agreeing on every axis but `axis`, where sizes may be 0."""
     dtype = draw(st.sampled_from(dtypes))
-    shape = draw(st.lists(st.integers(1, 4), min_size=1, max_size=4))
+    shape = draw(st.lists(st.integers(1, max_side), min_size=1, max_size=4))
     axis = draw(st.integers(-len(shape), len(shape) - 1))
-    lengths = draw(st.lists(st.integers(0, 4), min_size=1, max_size=4))
+    lengths = draw(st.lists(st.integers(0, max_side), min_size=1, max_size=4))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     arrays = []
     for length in lengths:
@@ -47,9 +47,9 @@ def concat_cases(draw, dtypes=FLOAT_DTYPES):
 
 
 @st.composite
-def pool_cases(draw, max_side=8):
+def pool_cases(draw, max_side=8, max_batch=3, max_channels=4):
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
-    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)))
+    shape = (draw(st.integers(1, max_batch)), draw(st.integers(1, max_channels)))
     shape += (draw(st.integers(1, max_side)), draw(st.integers(1, max_side)))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     return random_array(rng, shape, dtype, -3, 3)
