@@ -10,11 +10,11 @@ from oracle import FLOAT_DTYPES, check_gradient, check_with_torch, random_array
 
 
 @st.composite
-def linear_cases(draw):
+def linear_cases(draw, max_side=4, max_features=6):
     """[x, weight] or [x, weight, bias] with x (*, in) of 0 to 3 leading axes."""
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
-    leading = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=3)))
-    in_features, out_features = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    leading = tuple(draw(st.lists(st.integers(1, max_side), min_size=0, max_size=3)))
+    in_features, out_features = draw(st.integers(1, max_features)), draw(st.integers(1, max_features))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     arrays = [random_array(rng, leading + (in_features,), dtype), random_array(rng, (out_features, in_features), dtype)]
     if draw(st.booleans()):

@@ -20,19 +20,19 @@ smoothings = st.one_of(st.just(0.0), st.just(0.1), st.floats(0.0, 1.0))
 
 
 @st.composite
-def label_cases(draw, scale=2.0, max_classes=10):
+def label_cases(draw, scale=2.0, max_classes=10, max_count=6):
     """[logits (N, K), labels int64 (N,)]."""
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
-    count, classes = draw(st.integers(1, 6)), draw(st.integers(1, max_classes))
+    count, classes = draw(st.integers(1, max_count)), draw(st.integers(1, max_classes))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     return [random_array(rng, (count, classes), dtype, -scale, scale), rng.integers(0, classes, count)]
 
 
 @st.composite
-def soft_target_cases(draw, scale=2.0):
+def soft_target_cases(draw, scale=2.0, max_classes=10, max_count=6):
     """[logits (N, K), target (N, K)]: random probabilities, mixup of smoothed one-hots, or any
     non-negative rows (whose sums are not 1)."""
-    logits, labels = draw(label_cases(scale))
+    logits, labels = draw(label_cases(scale, max_classes, max_count))
     count, classes = logits.shape
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     kind = draw(st.sampled_from(["probabilities", "mixup", "unnormalised"]))
