@@ -2,10 +2,10 @@
 
 q, k: (B, h, d, N); v, out: (B, h, dv, N); biases: (h, num_offsets); bias_idxs: (N, N) int64 or
 int32 with values in [0, num_offsets) (the op checks them); attn, logits: (B, h, N, N).
-The products take one thread per output element (rows are short at LSNet's N = 16..49); the
-softmax and its backward one thread per (b, h, n) row. The bias-table gradient first sums over the
-batch (one thread per (h, n, m)), then one thread per (h, offset) adds the pairs of its offset:
-no atomics, every sum in a fixed order.
+The output and the q, k, v gradients take one thread per element; the logits with their softmax,
+and the softmax backward, one thread per (b, h, n) row (rows are short at LSNet's N = 16..49). The
+bias-table gradient first sums over the batch (one thread per (h, n, m)), then one thread per
+(h, offset) adds the pairs of its offset: no atomics, every sum in a fixed order.
 """
 import math
 
