@@ -46,7 +46,9 @@ def check_cuda_loss_kernels(logits, target):
     grad_losses = np.random.default_rng(0).standard_normal(logits.shape[0]).astype(logits.dtype)
     _, probs = reference.softmax_cross_entropy_fwd(logits, target)
     check_kernel(on_cuda(gpu.softmax_cross_entropy_fwd), reference.softmax_cross_entropy_fwd, [logits, target])
-    check_kernel(on_cuda(gpu.softmax_cross_entropy_bwd), reference.softmax_cross_entropy_bwd, [grad_losses, probs, target])
+    check_kernel(
+        on_cuda(gpu.softmax_cross_entropy_bwd), reference.softmax_cross_entropy_bwd, [grad_losses, probs, target]
+    )
 
 
 @given(small_label_cases, smoothings)
