@@ -161,7 +161,8 @@ def zeros(shape, dtype):
 
 def copy(a):
     out = cuda.device_array(a.shape, a.dtype)
-    out.copy_to_device(a)
+    if a.size:
+        out.copy_to_device(a)
     return out
 
 

@@ -147,12 +147,6 @@ def test_linear_finite_differences_on_cuda(arrays):
     check_gradient(L.ops.linear, arrays, device="cuda")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="kernels/cuda/array.copy calls copy_to_device on zero-size arrays, which the simulator refuses "
-    "(numba.cuda itself returns early); remove this mark once copy skips empty arrays",
-)
 def test_linear_empty_batch_on_cuda():
     rng = np.random.default_rng(6)
     check_with_torch(L.ops.linear, F.linear, [np.zeros((0, 3)), random_array(rng, (2, 3), np.float64), np.ones(2)],
