@@ -19,8 +19,11 @@ def _present(x, weight, bias):
 
 
 @st.composite
-def norm_inputs(draw, per_channel_min, grouped, offsets=(0.0, 3.0)):
+def norm_inputs(draw, per_channel_min, grouped, offsets=(0.0, 3.0), max_side=5, max_count=4):
     """(x, weight, bias, differentiable, groups): x (N, C, *) of rank 2-4; weight or bias may be None.
+
+    Trailing axes are at most max_side long; N, C (G and C / G when grouped) at most max_count where
+    the bounds below allow.
 
     per_channel_min bounds the count of values normalised together (N * L for BatchNorm, C / groups * L
     for GroupNorm) from below: with fewer than 3 the input gradient is zero and only rounding is left.
@@ -30,15 +33,16 @@ def norm_inputs(draw, per_channel_min, grouped, offsets=(0.0, 3.0)):
     """
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
     fewest_channels = 3 if dtype == np.float32 else 1
-    trailing = tuple(draw(st.lists(st.integers(1, 5), min_size=0, max_size=2)))
+    trailing = tuple(draw(st.lists(st.integers(1, max_side), min_size=0, max_size=2)))
     fewest = -(-per_channel_min // math.prod(trailing))
     if grouped:
-        batch, groups = draw(st.integers(1, 3)), draw(st.integers(1, 4))
-        per_group = draw(st.integers(max(fewest, -(-fewest_channels // groups)), max(fewest, 4)))
+        batch, groups = draw(st.integers(1, min(3, max_count))), draw(st.integers(1, max_count))
+        fewest_per_group = max(fewest, -(-fewest_channels // groups))
+        per_group = draw(st.integers(fewest_per_group, max(fewest_per_group, max_count)))
         channels = groups * per_group
     else:
-        batch, groups = draw(st.integers(fewest, max(fewest, 4))), 1
-        channels = draw(st.integers(fewest_channels, 4))
+        batch, groups = draw(st.integers(fewest, max(fewest, max_count))), 1
+        channels = draw(st.integers(fewest_channels, max(fewest_channels, max_count)))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     offset = draw(st.sampled_from(offsets))
     x = random_array(rng, (batch, channels) + trailing, dtype) + dtype(offset)
@@ -56,16 +60,18 @@ def running_stats(draw, channels, dtype):
 
 
 @st.composite
-def batch_norm_cases(draw, training, per_channel_min=3, offsets=(0.0, 3.0)):
-    x, weight, bias, differentiable, _ = draw(norm_inputs(per_channel_min, grouped=False, offsets=offsets))
+def batch_norm_cases(draw, training, per_channel_min=3, offsets=(0.0, 3.0), max_side=5, max_count=4):
+    x, weight, bias, differentiable, _ = draw(
+        norm_inputs(per_channel_min, grouped=False, offsets=offsets, max_side=max_side, max_count=max_count)
+    )
     running = draw(running_stats(x.shape[1], x.dtype)) if (not training or draw(st.booleans())) else None
     momentum = draw(st.sampled_from([0.1, 0.5, 1.0, 0.0]))
     eps = draw(st.sampled_from([1e-5, 1e-3, 0.1]))
     return x, weight, bias, differentiable, running, momentum, eps
 
 
-def group_norm_cases(per_channel_min=3):
-    return norm_inputs(per_channel_min, grouped=True)
+def group_norm_cases(per_channel_min=3, max_side=5, max_count=4):
+    return norm_inputs(per_channel_min, grouped=True, max_side=max_side, max_count=max_count)
 
 
 def torch_group_norm(x, num_groups, weight=None, bias=None):
