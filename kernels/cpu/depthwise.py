@@ -162,7 +162,14 @@ def _output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def _is_channel_scale(kernel_shape, stride, padding):
+    """1x1, stride 1, no padding: each channel is multiplied by one number (NumPy does that directly)."""
+    return tuple(kernel_shape) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
+
+
 def depthwise_conv2d_fwd(x, w, stride, padding):
+    if _is_channel_scale(w.shape[2:], stride, padding):
+        return x * w.reshape(1, -1, 1, 1)
     batch, channels, height, width = x.shape
     kernel_h, kernel_w = w.shape[2:]
     out_h = _output_size(height, kernel_h, stride[0], padding[0])
@@ -205,6 +212,8 @@ def depthwise_conv2d_bwd_input(grad_y, w, input_shape, stride, padding):
 
 
 def depthwise_conv2d_bwd_weight(grad_y, x, weight_shape, stride, padding):
+    if _is_channel_scale(weight_shape[2:], stride, padding):
+        return (grad_y * x).sum(axis=(0, 2, 3), dtype=x.dtype).reshape(weight_shape)
     channels = weight_shape[0]
     grad_w = np.empty(weight_shape, x.dtype)
     tasks = min(channels, TASKS_PER_THREAD * get_num_threads())
