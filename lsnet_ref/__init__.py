@@ -3,7 +3,7 @@
 `Tensor` and the tape live in `lsnet_ref.tensor`, operations in `lsnet_ref.ops`, modules in
 `lsnet_ref.modules`, the network in `lsnet_ref.lsnet`.
 """
-from . import checkpoint, init, modules, ops
+from . import checkpoint, init, modules, ops, optim
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .function import Function
 from .gradcheck import GradcheckError, gradcheck
@@ -14,5 +14,5 @@ from .tensor import Parameter, Tensor, backward, is_grad_enabled, no_grad
 __all__ = [
     "CheckpointError", "Function", "GradcheckError", "LSNet", "Parameter", "Tensor", "backward", "count_params",
     "create_model", "gradcheck", "init", "is_grad_enabled", "list_models", "load_checkpoint", "modules", "no_grad",
-    "ops", "profile", "save_checkpoint",
+    "ops", "optim", "profile", "save_checkpoint",
 ]

@@ -63,6 +63,8 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, dev
             for batch_index, (images, labels) in enumerate(batches, start=start_batch):
                 if batch_index >= steps_per_epoch * accum_steps:
                     break
+                if mixup is not None and len(labels) % 2:  # a skipped image left an odd batch; mixup pairs images
+                    images, labels = images[:-1], labels[:-1]
                 if len(labels):  # a batch whose every image was unreadable contributes nothing
                     targets = labels
                     if mixup is not None:

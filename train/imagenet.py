@@ -1,0 +1,270 @@
+"""Train LSNet on ImageNet-1K with the authors' recipe (SPEC.md 5), or on a built-in demo dataset.
+
+    python -m train.imagenet --variant t --device cpu                      # the demo dataset
+    python -m train.imagenet --variant t --device cuda --data-path /data/imagenet
+
+The data folder holds train/<class>/*.JPEG and val/<class>/*.JPEG. Every epoch writes
+<output-dir>/checkpoint.pth (atomically; best.pth too when top-1 improves) and appends one JSON
+line to <output-dir>/log.txt. --resume continues a run exactly where it stopped (also after Ctrl-C);
+--eval --resume FILE reports top-1/top-5 of a checkpoint, the authors' files included.
+
+All randomness derives from --seed: a sample's augmentation from (seed, epoch, position), so a run
+resumed from a checkpoint ends with the same weights as one that never stopped.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+import lsnet_ref as L
+from lsnet_ref import checkpoint as ckpt
+from lsnet_ref.env import CudaUnavailableError
+from lsnet_ref.optim import AdamW, CosineSchedule, ModelEMA, param_groups_weight_decay
+
+from .data import ImageFolder, Loader, RandomSampler, RepeatedAugmentSampler, SequentialSampler
+from .demo import demo_dataset
+from .engine import Criterion, Interrupted, NonFiniteLoss, evaluate, train_one_epoch
+from .mixup import Mixup
+from .transforms import build_eval_transform, build_train_transform
+
+RECIPE = dict(epochs=300, batch_size=256, input_size=224, lr=1e-3, warmup_epochs=5, model_ema_decay=0.99996)
+# The demo: small images and a short, brisk schedule, so that accuracy visibly climbs in minutes on 2 cores.
+DEMO = dict(epochs=15, batch_size=64, input_size=64, lr=1.6e-2, warmup_epochs=1, model_ema_decay=0.998)
+WEIGHT_DECAY = {"t": 0.025, "s": 0.025, "b": 0.05}
+
+
+class TrainingError(Exception):
+    """A problem found before or during training, reported as one clear message."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m train.imagenet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add = parser.add_argument
+    add("--variant", choices=("t", "s", "b"), default="t", help="LSNet-T, -S or -B (default: %(default)s)")
+    for knob in ("embed-dim", "depth", "num-heads", "key-dim"):
+        add(f"--{knob}", type=int, nargs=4, metavar="N",
+            help=f"override the variant's per-stage {knob.replace('-', ' ')} (experiments; default: the variant's)")
+    add("--data-path", default="demo",
+        help="ImageNet-style folder with train/ and val/, or 'demo' for the built-in dataset (default: %(default)s)")
+    add("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default: %(default)s)")
+    add("--distillation-type", choices=("none", "hard"), default="none",
+        help="hard: half the loss from head_dist against the teacher's argmax (default: %(default)s)")
+    add("--teacher-path", help="LSNet checkpoint of the teacher (needed with --distillation-type hard)")
+    add("--epochs", type=int, help=f"epochs (default: {RECIPE['epochs']}; demo {DEMO['epochs']})")
+    add("--batch-size", type=int, help=f"images per step (default: {RECIPE['batch_size']}; demo {DEMO['batch_size']})")
+    add("--accum-steps", type=int, default=1,
+        help="batches per optimizer update, to reach the recipe's batch on one device (default: %(default)s)")
+    add("--input-size", type=int, help=f"crop side (default: {RECIPE['input_size']}; demo {DEMO['input_size']})")
+    add("--lr", type=float,
+        help=f"learning rate per 512 images, scaled by batch-size x accum-steps / 512 "
+             f"(default: {RECIPE['lr']}; demo {DEMO['lr']})")
+    add("--weight-decay", type=float, help="AdamW weight decay (default: 0.025 for t and s, 0.05 for b)")
+    add("--warmup-epochs", type=float, help=f"linear warmup (default: {RECIPE['warmup_epochs']}; demo {DEMO['warmup_epochs']})")
+    add("--warmup-lr", type=float, default=1e-6, help="learning rate at the start of warmup (default: %(default)s)")
+    add("--min-lr", type=float, default=1e-5, help="learning rate at the end of the cosine (default: %(default)s)")
+    add("--smoothing", type=float, default=0.1, help="label smoothing (default: %(default)s)")
+    add("--mixup", type=float, default=0.8, help="mixup alpha, 0 disables (default: %(default)s)")
+    add("--cutmix", type=float, default=1.0, help="cutmix alpha, 0 disables (default: %(default)s)")
+    add("--mixup-switch-prob", type=float, default=0.5,
+        help="probability of cutmix when both are on (default: %(default)s)")
+    add("--reprob", type=float, default=0.25, help="random erasing probability, pixel mode (default: %(default)s)")
+    add("--aa", default="rand-m9-mstd0.5-inc1",
+        help="RandAugment policy, 'none' disables (then colour jitter applies) (default: %(default)s)")
+    add("--color-jitter", type=float, default=0.4,
+        help="colour jitter strength, used only without --aa, as in timm (default: %(default)s)")
+    add("--clip-grad", type=float, default=0.02, help="gradient clipping value, 0 disables (default: %(default)s)")
+    add("--clip-mode", choices=("agc", "norm", "value"), default="agc", help="clipping kind (default: %(default)s)")
+    add("--model-ema-decay", type=float,
+        help=f"EMA decay of the weights (default: {RECIPE['model_ema_decay']}; demo {DEMO['model_ema_decay']})")
+    add("--no-model-ema", dest="model_ema", action="store_false", help="do not keep an EMA of the weights")
+    add("--repeated-aug", dest="repeated_aug", action=argparse.BooleanOptionalAction, default=True,
+        help="repeated-augmentation sampler, 3 repeats (default: on)")
+    add("--workers", type=int, default=4, help="decoding threads (default: %(default)s)")
+    add("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
+    add("--output-dir", help="where checkpoints and log.txt go (default: output/lsnet_<variant>)")
+    add("--resume", help="checkpoint to continue from (or to evaluate with --eval)")
+    add("--eval", action="store_true", help="only evaluate the --resume checkpoint on the val set")
+    add("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return parser
+
+
+def resolve(args):
+    """Fill the defaults that depend on the dataset and variant; check the arguments."""
+    preset = DEMO if args.data_path == "demo" else RECIPE
+    for name, value in preset.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.weight_decay is None:
+        args.weight_decay = WEIGHT_DECAY[args.variant]
+    if args.output_dir is None:
+        args.output_dir = os.path.join("output", f"lsnet_{args.variant}")
+    for name in ("epochs", "batch_size", "accum_steps", "input_size", "workers"):
+        if getattr(args, name) < 1:
+            raise TrainingError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(args, name)}")
+    if args.distillation_type == "hard" and not args.teacher_path:
+        raise TrainingError("--distillation-type hard needs --teacher-path (an LSNet checkpoint)")
+    if args.eval and not args.resume:
+        raise TrainingError("--eval needs --resume FILE: the checkpoint to evaluate")
+    args.scaled_lr = args.lr * args.batch_size * args.accum_steps / 512.0
+    return args
+
+
+def open_datasets(args):
+    root = demo_dataset() if args.data_path == "demo" else args.data_path
+    if not os.path.isdir(root):
+        raise TrainingError(f"--data-path {root}: no such folder")
+    try:
+        train_set = None if args.eval else ImageFolder(os.path.join(root, "train"))
+        val_set = ImageFolder(os.path.join(root, "val"))
+    except ValueError as error:
+        raise TrainingError(f"--data-path {root}: {error}") from error
+    if train_set is not None and train_set.classes != val_set.classes:
+        raise TrainingError(f"--data-path {root}: train/ and val/ hold different classes")
+    return train_set, val_set
+
+
+def load_weights(model, state, path, what):
+    try:
+        model.load_state_dict(L.lsnet.checkpoint_filter(state, model))
+    except ValueError as error:
+        raise TrainingError(f"{path} does not fit {what}:\n{error}") from error
+
+
+def architecture(args):
+    """The architecture overrides given on the command line."""
+    knobs = ("embed_dim", "depth", "num_heads", "key_dim")
+    return {knob: tuple(getattr(args, knob)) for knob in knobs if getattr(args, knob) is not None}
+
+
+def build_teacher(path, num_classes, device):
+    """The LSNet variant whose shapes match the checkpoint at `path`, in eval mode."""
+    state = ckpt.extract_state_dict(read_checkpoint(path, "--teacher-path"), path=path)
+    for name in L.list_models():
+        model = L.create_model(name, num_classes=num_classes)
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
+        if all(k in state and state[k].shape == s for k, s in shapes.items() if not k.endswith("attention_bias_idxs")):
+            load_weights(model, state, path, name)
+            return model.eval().to(device=device)
+    raise TrainingError(f"--teacher-path {path}: not an LSNet checkpoint with {num_classes} classes")
+
+
+def read_checkpoint(path, flag):
+    """The whole object stored at `path` (TrainingError naming `flag` when it cannot be read)."""
+    try:
+        stored = ckpt.load(path)
+        ckpt.extract_state_dict(stored, path=path)
+    except ckpt.CheckpointError as error:
+        raise TrainingError(f"{flag}: {error}") from error
+    return stored
+
+
+def run(args):
+    args = resolve(args)
+    train_set, val_set = open_datasets(args)
+    num_classes = len(val_set.classes)
+    name = f"lsnet_{args.variant}" + ("_distill" if args.distillation_type == "hard" else "")
+    model = L.create_model(name, num_classes=num_classes, img_size=args.input_size, seed=args.seed, **architecture(args))
+    resumed = None
+    if args.resume:
+        stored = read_checkpoint(args.resume, "--resume")
+        load_weights(model, ckpt.extract_state_dict(stored, path=args.resume), args.resume, name)
+        resumed = stored if "optimizer" in stored and not args.eval else None
+    model.to(device=args.device)
+    val_loader = Loader(val_set, SequentialSampler(len(val_set)), args.batch_size, build_eval_transform(args.input_size),
+                        workers=args.workers, drop_last=False)
+    if args.eval:
+        stats = evaluate(model, val_loader, device=args.device, progress=args.progress)
+        print(f"{args.resume}: top-1 {stats['acc1']:.2f}%  top-5 {stats['acc5']:.2f}%  loss {stats['loss']:.4f} "
+              f"on {len(val_set)} images")
+        return stats
+
+    teacher = build_teacher(args.teacher_path, num_classes, args.device) if args.distillation_type == "hard" else None
+    sampler = (RepeatedAugmentSampler(len(train_set), seed=args.seed) if args.repeated_aug
+               else RandomSampler(len(train_set), seed=args.seed))
+    transform = build_train_transform(args.input_size, auto_augment=None if args.aa == "none" else args.aa,
+                                      color_jitter=args.color_jitter, reprob=args.reprob)
+    train_loader = Loader(train_set, sampler, args.batch_size, transform, workers=args.workers, seed=args.seed)
+    steps_per_epoch = len(train_loader) // args.accum_steps
+    if steps_per_epoch < 1:
+        raise TrainingError(f"{len(train_set)} training images make no full step of {args.batch_size * args.accum_steps}")
+    mixing = args.mixup > 0 or args.cutmix > 0
+    mixup = Mixup(args.mixup, args.cutmix, switch_prob=args.mixup_switch_prob, label_smoothing=args.smoothing,
+                  num_classes=num_classes) if mixing else None
+    criterion = Criterion(args.smoothing, mixing, teacher)
+    optimizer = AdamW(param_groups_weight_decay(model, args.weight_decay, model.no_weight_decay()),
+                      lr=args.scaled_lr, betas=(0.9, 0.999), eps=1e-8)
+    schedule = CosineSchedule(args.scaled_lr, args.epochs, steps_per_epoch, args.warmup_epochs, args.warmup_lr,
+                              args.min_lr)
+    ema = ModelEMA(model, args.model_ema_decay) if args.model_ema else None
+    n_parameters = L.count_params(model)
+
+    start_epoch, start_batch, max_accuracy = 0, 0, 0.0
+    if resumed is not None:
+        optimizer.load_state_dict(resumed["optimizer"])
+        if ema is not None and "model_ema" in resumed:
+            load_weights(ema.module, resumed["model_ema"], args.resume, f"{name} (EMA)")
+        start_epoch, start_batch = resumed["epoch"] + 1, resumed.get("next_batch", 0)
+        max_accuracy = resumed.get("max_accuracy", 0.0)
+
+    os.makedirs(args.output_dir, exist_ok=True)
+
+    def save(path, epoch, next_batch):
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                 "next_batch": next_batch, "max_accuracy": max_accuracy, "seed": args.seed, "model_name": name,
+                 "n_parameters": n_parameters, "args": {k: v for k, v in vars(args).items()}}
+        if ema is not None:
+            state["model_ema"] = ema.module.state_dict()
+        ckpt.save(state, path)
+
+    print(f"{name}: {n_parameters:,} parameters, {len(train_set)} training / {len(val_set)} validation images, "
+          f"{num_classes} classes, {steps_per_epoch} steps per epoch on {args.device}")
+    stats = {}
+    for epoch in range(start_epoch, args.epochs):
+        started, skipped_before = time.perf_counter(), train_loader.skipped
+        try:
+            train_stats = train_one_epoch(
+                model, criterion, train_loader, optimizer, schedule, epoch, device=args.device, mixup=mixup,
+                clip_grad=args.clip_grad or None, clip_mode=args.clip_mode, ema=ema, accum_steps=args.accum_steps,
+                seed=args.seed, start_batch=start_batch if epoch == start_epoch else 0, progress=args.progress)
+        except Interrupted as interruption:
+            save(os.path.join(args.output_dir, "checkpoint.pth"), epoch - 1, interruption.next_batch)
+            raise TrainingError(f"interrupted; --resume {os.path.join(args.output_dir, 'checkpoint.pth')} continues "
+                                f"at epoch {epoch}, batch {interruption.next_batch}") from None
+        except NonFiniteLoss as error:
+            raise TrainingError(f"{error}; the last good checkpoint in {args.output_dir} is untouched") from None
+        test_stats = evaluate(model, val_loader, device=args.device, progress=args.progress)
+        stats = {**{f"train_{k}": v for k, v in train_stats.items()}, **{f"test_{k}": v for k, v in test_stats.items()}}
+        if ema is not None:
+            stats["test_ema_acc1"] = evaluate(ema.module, val_loader, device=args.device, progress=args.progress)["acc1"]
+        stats.update(epoch=epoch, n_parameters=n_parameters, skipped_images=train_loader.skipped - skipped_before)
+        improved = test_stats["acc1"] > max_accuracy
+        max_accuracy = max(max_accuracy, test_stats["acc1"])
+        save(os.path.join(args.output_dir, "checkpoint.pth"), epoch, 0)
+        if improved:
+            save(os.path.join(args.output_dir, "best.pth"), epoch, 0)
+        with open(os.path.join(args.output_dir, "log.txt"), "a") as log:
+            log.write(json.dumps(stats) + "\n")
+        ema_text = f", EMA {stats['test_ema_acc1']:.1f}%" if ema is not None else ""
+        print(f"epoch {epoch}: train loss {train_stats['loss']:.4f}, lr {train_stats['lr']:.2e}, "
+              f"val top-1 {test_stats['acc1']:.1f}% (best {max_accuracy:.1f}%{ema_text}), top-5 {test_stats['acc5']:.1f}%, "
+              f"{time.perf_counter() - started:.0f} s")
+    return stats
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (TrainingError, CudaUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
