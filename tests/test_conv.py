@@ -33,64 +33,74 @@ def maybe_bias(draw, rng, channels, dtype):
 
 
 @st.composite
-def conv_cases(draw, max_side=7, kernel_sizes=st.integers(1, 4)):
-    """(arrays, stride, padding, groups): x, weight and maybe bias; non-square kernels and inputs."""
+def conv_cases(
+    draw, max_side=7, kernel_sizes=st.integers(1, 4), max_batch=3, max_groups=3, max_group_channels=3, max_padding=2
+):
+    """(arrays, stride, padding, groups): x, weight and maybe bias; non-square kernels and inputs.
+
+    B <= max_batch, groups <= max_groups, C_in / groups and C_out / groups <= max_group_channels,
+    padding <= max_padding.
+    """
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
-    groups = draw(st.integers(1, 3))
-    in_channels, out_channels = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
+    groups = draw(st.integers(1, max_groups))
+    in_channels = groups * draw(st.integers(1, max_group_channels))
+    out_channels = groups * draw(st.integers(1, max_group_channels))
     kernel_h, kernel_w = draw(kernel_sizes), draw(kernel_sizes)
     stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    padding = (draw(st.integers(0, max_padding)), draw(st.integers(0, max_padding)))
     height, width = draw(sides(kernel_h, padding[0], max_side)), draw(sides(kernel_w, padding[1], max_side))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     arrays = [
-        random_array(rng, (draw(batches(dtype)), in_channels, height, width), dtype),
+        random_array(rng, (draw(batches(dtype, max_batch)), in_channels, height, width), dtype),
         random_array(rng, (out_channels, in_channels // groups, kernel_h, kernel_w), dtype),
     ]
     return arrays + draw(maybe_bias(rng, out_channels, dtype)), stride, padding, groups
 
 
 @st.composite
-def pointwise_cases(draw, max_side=6):
+def pointwise_cases(draw, max_side=6, max_batch=3, max_groups=3, max_group_channels=4):
     """1x1, stride 1, no padding: the matrix-product path."""
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
-    groups = draw(st.integers(1, 3))
-    in_channels, out_channels = groups * draw(st.integers(1, 4)), groups * draw(st.integers(1, 4))
-    shape = (draw(batches(dtype)), in_channels, draw(st.integers(1, max_side)), draw(st.integers(1, max_side)))
+    groups = draw(st.integers(1, max_groups))
+    in_channels = groups * draw(st.integers(1, max_group_channels))
+    out_channels = groups * draw(st.integers(1, max_group_channels))
+    shape = (
+        draw(batches(dtype, max_batch)), in_channels, draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    )
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     arrays = [random_array(rng, shape, dtype), random_array(rng, (out_channels, in_channels // groups, 1, 1), dtype)]
     return arrays + draw(maybe_bias(rng, out_channels, dtype)), (1, 1), (0, 0), groups
 
 
 @st.composite
-def depthwise_cases(draw, max_side=9, kernel_sizes=DEPTHWISE_KERNEL_SIZES):
+def depthwise_cases(draw, max_side=9, kernel_sizes=DEPTHWISE_KERNEL_SIZES, max_batch=3, max_channels=4):
     """(arrays, stride, padding): odd square kernels 1..11, strides 1-2, any padding, non-square inputs."""
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
-    channels = draw(st.integers(1, 4))
+    channels = draw(st.integers(1, max_channels))
     kernel = draw(st.sampled_from(kernel_sizes))
     stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     padding = (draw(st.integers(0, kernel)), draw(st.integers(0, kernel)))
     height, width = draw(sides(kernel, padding[0], max_side)), draw(sides(kernel, padding[1], max_side))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     arrays = [
-        random_array(rng, (draw(batches(dtype)), channels, height, width), dtype),
+        random_array(rng, (draw(batches(dtype, max_batch)), channels, height, width), dtype),
         random_array(rng, (channels, 1, kernel, kernel), dtype),
     ]
     return arrays + draw(maybe_bias(rng, channels, dtype)), stride, padding
 
 
 @st.composite
-def grouped_as_depthwise_cases(draw, max_side=8):
+def grouped_as_depthwise_cases(draw, max_side=8, max_batch=3, max_channels=4, max_kernel=6):
     """conv2d with groups == C_in == C_out beyond depthwise_conv2d's range: even, non-square, stride 3."""
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
-    channels = draw(st.integers(1, 4))
-    kernel_h, kernel_w = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    channels = draw(st.integers(1, max_channels))
+    kernel_h, kernel_w = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
     height, width = draw(sides(kernel_h, padding[0], max_side)), draw(sides(kernel_w, padding[1], max_side))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     arrays = [
-        random_array(rng, (draw(batches(dtype)), channels, height, width), dtype),
+        random_array(rng, (draw(batches(dtype, max_batch)), channels, height, width), dtype),
         random_array(rng, (channels, 1, kernel_h, kernel_w), dtype),
     ]
     return arrays + draw(maybe_bias(rng, channels, dtype)), stride, padding, channels
