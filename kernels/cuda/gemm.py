@@ -51,7 +51,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     a3, b3 = _as_batch(a), _as_batch(b)
     rows = a3.shape[2] if transpose_a else a3.shape[1]
     cols = b3.shape[1] if transpose_b else b3.shape[2]
-    batch = max(a3.shape[0], b3.shape[0])
+    batch = 0 if 0 in (a3.shape[0], b3.shape[0]) else max(a3.shape[0], b3.shape[0])
     out = cuda.device_array((batch, rows, cols), a.dtype)
     grid = ((cols + TILE - 1) // TILE, (rows + TILE - 1) // TILE, batch)
     if out.size:
