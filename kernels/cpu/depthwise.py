@@ -213,7 +213,8 @@ def depthwise_conv2d_bwd_input(grad_y, w, input_shape, stride, padding):
 
 def depthwise_conv2d_bwd_weight(grad_y, x, weight_shape, stride, padding):
     if _is_channel_scale(weight_shape[2:], stride, padding):
-        return (grad_y * x).sum(axis=(0, 2, 3), dtype=x.dtype).reshape(weight_shape)
+        # float64 accumulation: NumPy adds across non-contiguous axes one value at a time
+        return (grad_y * x).sum(axis=(0, 2, 3), dtype=np.float64).astype(x.dtype).reshape(weight_shape)
     channels = weight_shape[0]
     grad_w = np.empty(weight_shape, x.dtype)
     tasks = min(channels, TASKS_PER_THREAD * get_num_threads())
