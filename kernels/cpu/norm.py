@@ -6,6 +6,8 @@ float64; statistics and outputs have x's dtype. Variances are biased (divided by
 import numpy as np
 from numba import njit, prange
 
+from .rows import row_sum
+
 __all__ = [
     "batch_norm_stats", "batch_norm_fwd", "batch_norm_bwd", "batch_norm_bwd_eval", "batch_norm_bwd_weight",
     "batch_norm_update_running", "group_norm_fwd", "group_norm_bwd",
@@ -13,25 +15,8 @@ __all__ = [
 
 
 @njit(cache=True, inline="always")
-def _row_sum(row):
-    """sum(row) in float64. Four interleaved partial sums hide the latency of the additions (without
-    fastmath the compiler keeps one chain). _row_centred_squares and _row_grad_sums do the same."""
-    s0 = s1 = s2 = s3 = 0.0
-    length = row.shape[0]
-    end = length - length % 4
-    for i in range(0, end, 4):
-        s0 += row[i]
-        s1 += row[i + 1]
-        s2 += row[i + 2]
-        s3 += row[i + 3]
-    for i in range(end, length):
-        s0 += row[i]
-    return (s0 + s1) + (s2 + s3)
-
-
-@njit(cache=True, inline="always")
 def _row_centred_squares(row, mu):
-    """sum((row - mu) ** 2) in float64."""
+    """sum((row - mu) ** 2) in float64, with four partial sums as rows.row_sum."""
     s0 = s1 = s2 = s3 = 0.0
     length = row.shape[0]
     end = length - length % 4
@@ -88,7 +73,7 @@ def _batch_norm_stats(x, mean, var):
     for c in prange(channels):
         total = 0.0
         for n in range(batch):
-            total += _row_sum(x[n, c])
+            total += row_sum(x[n, c])
         mu = total / count
         squares = 0.0
         for n in range(batch):
@@ -154,7 +139,7 @@ def _group_norm_fwd(x, weight, bias, eps, y, mean, rstd):
         values = x[n, g]
         total = 0.0
         for k in range(per_group):
-            total += _row_sum(values[k])
+            total += row_sum(values[k])
         mu = total / count
         squares = 0.0
         for k in range(per_group):

@@ -6,40 +6,9 @@ are Numba kernels over (b, c) planes; the small matrix products between them use
 import numpy as np
 from numba import njit, prange
 
+from .rows import row_dot, row_sum
+
 __all__ = ["squeeze_excite_fwd", "squeeze_excite_bwd"]
-
-
-@njit(cache=True, inline="always")
-def _row_dot(first, second):
-    """sum(first * second) in float64. Four interleaved partial sums hide the latency of the
-    additions (without fastmath the compiler keeps one chain)."""
-    s0 = s1 = s2 = s3 = 0.0
-    length = first.shape[0]
-    end = length - length % 4
-    for i in range(0, end, 4):
-        s0 += first[i] * second[i]
-        s1 += first[i + 1] * second[i + 1]
-        s2 += first[i + 2] * second[i + 2]
-        s3 += first[i + 3] * second[i + 3]
-    for i in range(end, length):
-        s0 += first[i] * second[i]
-    return (s0 + s1) + (s2 + s3)
-
-
-@njit(cache=True, inline="always")
-def _row_sum(row):
-    """sum(row) in float64, as _row_dot."""
-    s0 = s1 = s2 = s3 = 0.0
-    length = row.shape[0]
-    end = length - length % 4
-    for i in range(0, end, 4):
-        s0 += row[i]
-        s1 += row[i + 1]
-        s2 += row[i + 2]
-        s3 += row[i + 3]
-    for i in range(end, length):
-        s0 += row[i]
-    return (s0 + s1) + (s2 + s3)
 
 
 @njit(parallel=True, cache=True)
@@ -47,7 +16,7 @@ def _plane_means(x, pooled):
     batch, channels, size = x.shape
     for plane in prange(batch * channels):
         b, c = plane // channels, plane % channels
-        pooled[b, c] = _row_sum(x[b, c]) / size
+        pooled[b, c] = row_sum(x[b, c]) / size
 
 
 @njit(parallel=True, cache=True)
@@ -65,7 +34,7 @@ def _plane_dots(first, second, dots):
     batch, channels = first.shape[:2]
     for plane in prange(batch * channels):
         b, c = plane // channels, plane % channels
-        dots[b, c] = _row_dot(first[b, c], second[b, c])
+        dots[b, c] = row_dot(first[b, c], second[b, c])
 
 
 @njit(parallel=True, cache=True)

@@ -1,20 +1,9 @@
 """Depthwise 2-D convolution by padding and strided windows: channel c sees only w[c, 0]."""
 import numpy as np
 
+from .conv import _pad, _windows
+
 __all__ = ["depthwise_conv2d_fwd", "depthwise_conv2d_bwd_input", "depthwise_conv2d_bwd_weight"]
-
-
-def _windows(kernel_shape, stride, out_shape):
-    """For every tap (u, v), the slices of the padded input that it reads for all outputs."""
-    (sh, sw), (out_h, out_w) = stride, out_shape
-    for u in range(kernel_shape[0]):
-        for v in range(kernel_shape[1]):
-            yield u, v, (slice(None), slice(None), slice(u, u + sh * (out_h - 1) + 1, sh), slice(v, v + sw * (out_w - 1) + 1, sw))
-
-
-def _pad(x, padding):
-    ph, pw = padding
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
 def _tap(w, u, v):
