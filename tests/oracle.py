@@ -32,19 +32,20 @@ def assert_close(actual, expected, label, tolerance):
     )
 
 
-def assert_gradients_close(mine, reference, tolerance):
-    """Compare {name: gradient} dicts of a whole network.
+def assert_tensors_close(mine, reference, tolerance, what="grad"):
+    """Compare the {name: array} dicts of a whole network (gradients, running statistics).
 
-    Some gradients vanish analytically (a training-mode BN downstream removes any per-channel shift),
-    leaving rounding noise on both sides; each error is therefore measured against at least 1e-3 of
-    the largest gradient in the network.
+    Some values vanish analytically (a training-mode BN downstream removes any per-channel shift; the
+    batch mean of a BN input that is itself normalised), leaving rounding noise on both sides; each
+    error is therefore measured against at least 1e-3 of the largest value in the dict.
     """
-    floor = 1e-3 * max(np.abs(g).max(initial=0.0) for g in reference.values())
+    floor = 1e-3 * max(np.abs(value).max(initial=0.0) for value in reference.values())
     for name, expected in reference.items():
-        assert mine.get(name) is not None, f"{name}: no gradient"
+        assert mine.get(name) is not None, f"{what} {name}: missing"
+        expected = np.asarray(expected, np.float64)
         error = np.abs(np.asarray(mine[name], np.float64) - expected).max(initial=0.0)
         error /= max(np.abs(expected).max(initial=0.0), floor)
-        assert error <= tolerance, f"grad {name}: relative error {error:.3e} exceeds {tolerance:.0e}"
+        assert error <= tolerance, f"{what} {name}: relative error {error:.3e} exceeds {tolerance:.0e}"
 
 
 def random_array(rng, shape, dtype, low=-1.0, high=1.0):

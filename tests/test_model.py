@@ -11,7 +11,7 @@ import lsnet_ref as L
 import torch_lsnet
 from lsnet_ref import lsnet
 from lsnet_ref.profile import count_params, profile
-from oracle import assert_close, assert_gradients_close
+from oracle import assert_close, assert_tensors_close
 
 TINY = dict(embed_dim=(16, 32, 48, 64), key_dim=(16,) * 4, num_heads=(3, 3, 3, 4))
 TINY_DEPTHS = {"lsnet_t": (0, 2, 2, 2), "lsnet_s": (1, 2, 2, 2), "lsnet_b": (2, 2, 3, 2)}
@@ -98,7 +98,7 @@ def check_training_step(name, dtype, config=None, img_size=TINY_SIZE, batch=4):
     loss.backward()
     torch_loss.backward()
     assert_close(loss.numpy(), torch_loss.detach().numpy(), "loss", LOGIT_TOLERANCE[dtype])
-    assert_gradients_close({name: p.grad.numpy() if p.grad is not None else None for name, p in ours.named_parameters()},
+    assert_tensors_close({name: p.grad.numpy() if p.grad is not None else None for name, p in ours.named_parameters()},
                            {name: p.grad.numpy() for name, p in theirs.named_parameters()}, LOGIT_TOLERANCE[dtype])
     state = ours.state_dict()
     for buffer_name, buffer in theirs.named_buffers():

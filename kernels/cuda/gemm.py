@@ -1,9 +1,11 @@
 """Matrix products: a tiled shared-memory GEMM (float32 accumulation for float32 input)."""
-from numba import boolean, cuda, float32, float64
+from numba import boolean, config, cuda, float32, float64
 
 __all__ = ["matmul"]
 
-TILE = 16  # a TILE x TILE block computes a TILE x TILE tile of the product
+# A TILE x TILE block computes a TILE x TILE tile of the product; the simulator, one OS thread per
+# GPU thread, gets small tiles (as launch.THREADS).
+TILE = 8 if config.ENABLE_CUDASIM else 16
 
 
 @cuda.jit(cache=True)

@@ -1,4 +1,8 @@
-"""Simulator fix-up for the CUDA kernel tests.
+"""Simulator fix-ups for the CUDA kernel tests.
+
+The simulator runs every GPU thread of a block as a Python thread while its scheduler polls them in
+a busy loop; with the default 5 ms GIL switch interval each barrier then costs milliseconds per
+thread. A 0.1 ms interval makes the kernel tests about ten times faster.
 
 Numba's simulator creates a block's shared array on first use with an unlocked get-or-create, so two
 of its threads can each get a private "shared" array and a block reduction then returns garbage
@@ -13,6 +17,8 @@ import numpy as np
 from lsnet_ref.env import simulator_enabled
 
 if simulator_enabled():
+    sys.setswitchinterval(1e-4)
+
     from numba.core import types
     from numba.cuda.simulator.kernelapi import FakeCUDAShared
     from numba.np import numpy_support
