@@ -190,3 +190,14 @@ def test_help_documents_the_recipe_defaults(capsys):
     text = capsys.readouterr().out
     for fragment in ("rand-m9-mstd0.5-inc1", "0.99996", "--accum-steps", "agc", "--repeated-aug"):
         assert fragment in text, fragment
+
+
+def test_the_demo_preset_applies_only_to_the_demo_data_and_flags_override_it(tmp_path):
+    def resolved(*argv):
+        return imagenet.resolve(imagenet.build_parser().parse_args([str(a) for a in argv]))
+
+    for argv, preset in (((), imagenet.DEMO), (("--data-path", tmp_path), imagenet.RECIPE)):
+        args = resolved(*argv)
+        assert {name: getattr(args, name) for name in preset} == preset
+    args = resolved("--mixup", 0.5, "--aa", "rand-m9-mstd0.5-inc1", "--repeated-aug")
+    assert (args.mixup, args.aa, args.repeated_aug, args.cutmix) == (0.5, "rand-m9-mstd0.5-inc1", True, 0.0)
