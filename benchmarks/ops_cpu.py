@@ -1,6 +1,6 @@
 """Time each LSNet op here and in PyTorch on the same CPU, same thread count, same run.
 
-    python benchmarks/ops_cpu.py [--batch 32] [--repeats 7]
+    python benchmarks/ops_cpu.py [--batch 32] [--repeats 20]
 
 Prints, per op and shape, the best-of-N wall time of the forward pass and of forward+backward (the
 backward of every input gradient), and our time over PyTorch's (below 1 means faster).
@@ -61,15 +61,18 @@ def cases(batch, rng):
                [arr(batch, 4, 16, 16), arr(batch, 4, 16, 16), arr(batch, 4, dv, 16), arr(4, 16)])
 
 
-def best_time(fn, repeats):
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def best_times(ours, theirs, repeats):
+    """Best-of-`repeats` wall times of two callables, run alternately so that a burst of load on a
+    shared machine slows both sides alike."""
+    for fn in (ours, theirs, ours, theirs):
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    times = ([], [])
+    for _ in range(repeats):
+        for fn, kept in zip((ours, theirs), times):
+            start = time.perf_counter()
+            fn()
+            kept.append(time.perf_counter() - start)
+    return min(times[0]), min(times[1])
 
 
 def run_ours(op, arrays, backward):
@@ -89,7 +92,7 @@ def run_torch(op, arrays, backward):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     threads = numba.get_num_threads()
     torch.set_num_threads(threads)
@@ -100,10 +103,12 @@ def main():
     rng = np.random.default_rng(0)
     for name, ours, theirs, arrays in cases(args.batch, rng):
         with torch.no_grad(), L.no_grad():
-            ours_fwd = best_time(lambda: run_ours(ours, arrays, False), args.repeats)
-            torch_fwd = best_time(lambda: run_torch(theirs, arrays, False), args.repeats)
-        ours_both = best_time(lambda: run_ours(ours, arrays, True), args.repeats)
-        torch_both = best_time(lambda: run_torch(theirs, arrays, True), args.repeats)
+            ours_fwd, torch_fwd = best_times(
+                lambda: run_ours(ours, arrays, False), lambda: run_torch(theirs, arrays, False), args.repeats
+            )
+        ours_both, torch_both = best_times(
+            lambda: run_ours(ours, arrays, True), lambda: run_torch(theirs, arrays, True), args.repeats
+        )
         print(f"| {name:34} | {ours_fwd * 1e3:11.2f} | {torch_fwd * 1e3:12.2f} | {ours_fwd / torch_fwd:6.2f} "
               f"| {ours_both * 1e3:11.2f} | {torch_both * 1e3:12.2f} | {ours_both / torch_both:6.2f} |")
 
