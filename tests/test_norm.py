@@ -94,10 +94,10 @@ def _affine_call(function, weight, bias, **kwargs):
     return call
 
 
-def check_batch_norm_against_torch(case, training):
-    """Forward, gradients and the updated running statistics."""
+def check_batch_norm_against_torch(case, training, device="cpu"):
+    """Forward, gradients and the running statistics, updated in place on `device`."""
     x, weight, bias, differentiable, running, momentum, eps = case
-    ours_running = [L.Tensor(a.copy()) for a in running] if running else [None, None]
+    ours_running = [L.Tensor(a.copy(), device=device) for a in running] if running else [None, None]
     torch_running = [torch.tensor(a.astype(np.float64)) for a in running] if running else [None, None]
     check_with_torch(
         _affine_call(L.ops.batch_norm, weight, bias, running_mean=ours_running[0], running_var=ours_running[1],
@@ -106,24 +106,27 @@ def check_batch_norm_against_torch(case, training):
                      training=training, momentum=momentum, eps=eps),
         _present(x, weight, bias),
         differentiable,
+        device=device,
     )
     if running:
         for name, mine, theirs in zip(("running_mean", "running_var"), ours_running, torch_running):
+            assert mine.device == device, f"{name} left device {device}"
             assert_close(mine.numpy(), theirs.numpy(), name, TOLERANCE[x.dtype])
 
 
-def check_running_stats_over_calls(shape, dtype, momentum, calls, seed):
-    """Several training calls (some without grad) update the running statistics as PyTorch does."""
+def check_running_stats_over_calls(shape, dtype, momentum, calls, seed, device="cpu"):
+    """Several training calls (some without grad) update the running statistics on `device` as
+    PyTorch does."""
     rng = np.random.default_rng(seed)
     initial = (np.zeros(shape[1], dtype), np.ones(shape[1], dtype))
-    mine, theirs = [L.Tensor(a.copy()) for a in initial], [torch.tensor(a) for a in initial]
+    mine, theirs = [L.Tensor(a.copy(), device=device) for a in initial], [torch.tensor(a) for a in initial]
     for call in range(calls):
         x = random_array(rng, shape, dtype, -2.0, 3.0) * dtype(call + 1)
         if call % 2:
             with L.no_grad():
-                L.ops.batch_norm(L.Tensor(x), *mine, training=True, momentum=momentum)
+                L.ops.batch_norm(L.Tensor(x, device=device), *mine, training=True, momentum=momentum)
         else:
-            L.ops.batch_norm(L.Tensor(x, requires_grad=True), *mine, training=True, momentum=momentum)
+            L.ops.batch_norm(L.Tensor(x, requires_grad=True, device=device), *mine, training=True, momentum=momentum)
         F.batch_norm(torch.tensor(x), *theirs, training=True, momentum=momentum)
         for name, ours, reference_stat in zip(("running_mean", "running_var"), mine, theirs):
             assert_close(ours.numpy(), reference_stat.numpy(), f"{name} after call {call + 1}", TOLERANCE[np.dtype(dtype)])

@@ -1,16 +1,17 @@
 """batch_norm and group_norm on device "cuda": the CPU property tests again at simulator-sized shapes,
 and every CUDA kernel against its NumPy reference."""
 import numpy as np
-import torch
-import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
 import kernels.cuda as gpu
 import kernels.reference as reference
 import lsnet_ref as L
-from oracle import FLOAT_DTYPES, TOLERANCE, assert_close, check_gradient, check_kernel, check_with_torch, random_array
-from test_norm import _affine_call, _present, batch_norm_cases, group_norm_cases, torch_group_norm
+from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, random_array
+from test_norm import (
+    _affine_call, _present, batch_norm_cases, check_batch_norm_against_torch, check_running_stats_over_calls,
+    group_norm_cases, torch_group_norm,
+)
 
 SMALL = dict(max_side=3, max_count=2)  # few blocks per launch: the simulator runs each block's threads as OS threads
 
@@ -23,26 +24,6 @@ def hosted(kernel):
         return tuple(r.copy_to_host() for r in results) if isinstance(results, tuple) else results.copy_to_host()
 
     return run
-
-
-def check_batch_norm_against_torch_on_cuda(case, training):
-    """Forward, gradients and the running statistics updated in place on the device."""
-    x, weight, bias, differentiable, running, momentum, eps = case
-    ours_running = [L.Tensor(a.copy(), device="cuda") for a in running] if running else [None, None]
-    torch_running = [torch.tensor(a.astype(np.float64)) for a in running] if running else [None, None]
-    check_with_torch(
-        _affine_call(L.ops.batch_norm, weight, bias, running_mean=ours_running[0], running_var=ours_running[1],
-                     training=training, momentum=momentum, eps=eps),
-        _affine_call(F.batch_norm, weight, bias, running_mean=torch_running[0], running_var=torch_running[1],
-                     training=training, momentum=momentum, eps=eps),
-        _present(x, weight, bias),
-        differentiable,
-        device="cuda",
-    )
-    if running:
-        for name, mine, theirs in zip(("running_mean", "running_var"), ours_running, torch_running):
-            assert mine.device == "cuda", f"{name} left the device"
-            assert_close(mine.numpy(), theirs.numpy(), name, TOLERANCE[x.dtype])
 
 
 def check_batch_norm_cuda_kernels(case):
@@ -93,12 +74,12 @@ def check_group_norm_cuda_kernels(case):
 
 @given(batch_norm_cases(training=True, **SMALL))
 def test_batch_norm_training_against_torch_on_cuda(case):
-    check_batch_norm_against_torch_on_cuda(case, training=True)
+    check_batch_norm_against_torch(case, training=True, device="cuda")
 
 
 @given(batch_norm_cases(training=False, per_channel_min=1, **SMALL))
 def test_batch_norm_eval_against_torch_on_cuda(case):
-    check_batch_norm_against_torch_on_cuda(case, training=False)
+    check_batch_norm_against_torch(case, training=False, device="cuda")
 
 
 @given(
@@ -109,20 +90,7 @@ def test_batch_norm_eval_against_torch_on_cuda(case):
     st.integers(0, 2**32 - 1),
 )
 def test_batch_norm_running_stats_over_several_calls_on_cuda(shape, dtype, momentum, calls, seed):
-    """Training calls, some without grad, update the device's running statistics as PyTorch does."""
-    rng = np.random.default_rng(seed)
-    initial = (np.zeros(shape[1], dtype), np.ones(shape[1], dtype))
-    mine, theirs = [L.Tensor(a.copy(), device="cuda") for a in initial], [torch.tensor(a) for a in initial]
-    for call in range(calls):
-        x = random_array(rng, shape, dtype, -2.0, 3.0) * dtype(call + 1)
-        if call % 2:
-            with L.no_grad():
-                L.ops.batch_norm(L.Tensor(x, device="cuda"), *mine, training=True, momentum=momentum)
-        else:
-            L.ops.batch_norm(L.Tensor(x, requires_grad=True, device="cuda"), *mine, training=True, momentum=momentum)
-        F.batch_norm(torch.tensor(x), *theirs, training=True, momentum=momentum)
-        for name, ours, expected in zip(("running_mean", "running_var"), mine, theirs):
-            assert_close(ours.numpy(), expected.numpy(), f"{name} after call {call + 1}", TOLERANCE[np.dtype(dtype)])
+    check_running_stats_over_calls(shape, dtype, momentum, calls, seed, device="cuda")
 
 
 @given(batch_norm_cases(training=True, per_channel_min=2, **SMALL))
