@@ -8,6 +8,7 @@ results. Failures name what differs: "forward output k" or "backward input i".
 import numpy as np
 import torch
 
+import kernels.cpu
 import lsnet_ref as L
 
 TOLERANCE = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
@@ -105,6 +106,24 @@ def check_gradient(ours, arrays, differentiable=None, device="cpu", seed=0):
         for i, a in enumerate(arrays)
     ]
     assert L.gradcheck(ours, inputs, seed=seed)
+
+
+def kernel_on(device, name):
+    """Kernel `name` of `device`'s namespace, called with host arrays: on "cuda" the array arguments are
+    copied to the GPU and the result (an array or a tuple of arrays) back."""
+    if device == "cpu":
+        return getattr(kernels.cpu, name)
+    from kernels import cuda  # only where the CUDA tests run
+
+    kernel = getattr(cuda, name)
+
+    def run(*arguments, **options):
+        results = kernel(*(cuda.from_host(a) if isinstance(a, np.ndarray) else a for a in arguments), **options)
+        if isinstance(results, tuple):
+            return tuple(r.copy_to_host() for r in results)
+        return results.copy_to_host()
+
+    return run
 
 
 def check_kernel(ours, reference, arrays, tolerance=None):
