@@ -1,5 +1,6 @@
 """Attention with a bias table against the authors' PyTorch composition, the NumPy references and
 finite differences; the offset table against the authors' construction loop."""
+import importlib
 import itertools
 import re
 
@@ -9,10 +10,11 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-import kernels.cpu as cpu
 import kernels.reference as reference
 import lsnet_ref as L
-from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, random_array, relative_error
+from oracle import (
+    FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, kernel_on, random_array, relative_error
+)
 
 LSNET_SCALE = 16**-0.5
 
@@ -87,43 +89,61 @@ def authors_bias_index(rows, cols):
     return len(attention_offsets), torch.LongTensor(idxs).view(len(points), len(points)).numpy()
 
 
-def check_attention_with_torch(arrays, scale, differentiable=None):
+def check_attention_with_torch(arrays, scale, differentiable=None, device="cpu"):
     check_with_torch(
         lambda *t: L.ops.attention(*t, scale),
         lambda *t: torch_attention(*t, scale),
         list(arrays),
         differentiable=differentiable,
+        device=device,
     )
 
 
-def check_attention_kernels(arrays, scale):
-    """Every kernel against its reference, the backward ones fed from the reference's forward."""
+def check_attention_kernels(arrays, scale, device="cpu"):
+    """Every kernel of `device` against its reference, the backward ones fed from the reference's forward."""
     q, k, v, biases, idxs = arrays
     num_offsets = biases.shape[1]
     _, attn = reference.attention_fwd(q, k, v, biases, idxs, scale)
     grad_out = np.random.default_rng(0).standard_normal(v.shape).astype(v.dtype)
     grad_logits = reference.attention_bwd_logits(grad_out, v, attn)
-    assert cpu.attention.__all__ == reference.attention.__all__
+    assert importlib.import_module(f"kernels.{device}.attention").__all__ == reference.attention.__all__
+    names = ("fwd", "bwd_value", "bwd_logits", "bwd_query", "bwd_key", "bwd_bias")
+    fwd, bwd_value, bwd_logits, bwd_query, bwd_key, bwd_bias = (kernel_on(device, f"attention_{n}") for n in names)
+    check_kernel(lambda *a: fwd(*a, scale), lambda *a: reference.attention_fwd(*a, scale), [q, k, v, biases, idxs])
+    check_kernel(bwd_value, reference.attention_bwd_value, [grad_out, attn])
+    check_kernel(bwd_logits, reference.attention_bwd_logits, [grad_out, v, attn])
     check_kernel(
-        lambda *a: cpu.attention_fwd(*a, scale), lambda *a: reference.attention_fwd(*a, scale), [q, k, v, biases, idxs]
-    )
-    check_kernel(cpu.attention_bwd_value, reference.attention_bwd_value, [grad_out, attn])
-    check_kernel(cpu.attention_bwd_logits, reference.attention_bwd_logits, [grad_out, v, attn])
-    check_kernel(
-        lambda g, a: cpu.attention_bwd_query(g, a, scale),
-        lambda g, a: reference.attention_bwd_query(g, a, scale),
-        [grad_logits, k],
+        lambda g, a: bwd_query(g, a, scale), lambda g, a: reference.attention_bwd_query(g, a, scale), [grad_logits, k]
     )
     check_kernel(
-        lambda g, a: cpu.attention_bwd_key(g, a, scale),
-        lambda g, a: reference.attention_bwd_key(g, a, scale),
-        [grad_logits, q],
+        lambda g, a: bwd_key(g, a, scale), lambda g, a: reference.attention_bwd_key(g, a, scale), [grad_logits, q]
     )
     check_kernel(
-        lambda g, i: cpu.attention_bwd_bias(g, i, num_offsets),
+        lambda g, i: bwd_bias(g, i, num_offsets),
         lambda g, i: reference.attention_bwd_bias(g, i, num_offsets),
         [grad_logits, idxs],
     )
+
+
+def lsnet_head_arrays(resolution, value_dim, batch):
+    """LSNet's stage-4 head (h 4, d 16) on a `resolution` map, in float32: (q, k, v, biases, idxs)."""
+    num_offsets, idxs = L.ops.attention_bias_index(resolution)
+    points, rng = idxs.shape[0], np.random.default_rng(2)
+    q, k = (random_array(rng, (batch, 4, 16, points), np.float32) for _ in range(2))
+    v = random_array(rng, (batch, 4, value_dim, points), np.float32)
+    biases = random_array(rng, (4, num_offsets), np.float32)
+    return q, k, v, biases, idxs
+
+
+def large_logit_arrays(dtype, batch):
+    """(q, k, v, biases, idxs) on a 3 x 3 map whose biases sit near 1000 (float64) or 100 (float32)."""
+    num_offsets, idxs = L.ops.attention_bias_index(3)
+    rng = np.random.default_rng(3)
+    q, k = (random_array(rng, (batch, 2, 4, 9), dtype) for _ in range(2))
+    v = random_array(rng, (batch, 2, 3, 9), dtype)
+    centre = 1000.0 if dtype == np.float64 else 100.0
+    biases = random_array(rng, (2, num_offsets), dtype, centre - 2.0, centre + 2.0)
+    return q, k, v, biases, idxs
 
 
 def valid_arguments():
@@ -162,13 +182,9 @@ def test_attention_kernels_match_numpy_reference(case):
 @pytest.mark.parametrize("resolution, value_dim", [(4, 96), (7, 96), ((3, 5), 112)])
 def test_attention_lsnet_shapes_float32(resolution, value_dim):
     """LSNet's stage-4 head (h 4, d 16, dv = C / 4) on its 4 x 4 map, a 7 x 7 and a non-square map."""
-    num_offsets, idxs = L.ops.attention_bias_index(resolution)
-    points, rng = idxs.shape[0], np.random.default_rng(2)
-    q, k = (random_array(rng, (2, 4, 16, points), np.float32) for _ in range(2))
-    v = random_array(rng, (2, 4, value_dim, points), np.float32)
-    biases = random_array(rng, (4, num_offsets), np.float32)
-    check_attention_with_torch((q, k, v, biases, idxs), LSNET_SCALE)
-    check_attention_kernels((q, k, v, biases, idxs), LSNET_SCALE)
+    arrays = lsnet_head_arrays(resolution, value_dim, batch=2)
+    check_attention_with_torch(arrays, LSNET_SCALE)
+    check_attention_kernels(arrays, LSNET_SCALE)
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
@@ -177,13 +193,7 @@ def test_attention_softmax_is_stable_for_large_logits(dtype):
     maximum is subtracted first. The spread is kept small so that the softmax is not saturated, and
     the float32 logits stay near 100, where their own rounding (ulp 7.6e-6) leaves room for the
     1e-5 bound against the exact result."""
-    num_offsets, idxs = L.ops.attention_bias_index(3)
-    rng = np.random.default_rng(3)
-    q, k = (random_array(rng, (2, 2, 4, 9), dtype) for _ in range(2))
-    v = random_array(rng, (2, 2, 3, 9), dtype)
-    centre = 1000.0 if dtype == np.float64 else 100.0
-    biases = random_array(rng, (2, num_offsets), dtype, centre - 2.0, centre + 2.0)
-    check_attention_with_torch((q, k, v, biases, idxs), 1.0)
+    check_attention_with_torch(large_logit_arrays(dtype, batch=2), 1.0)
 
 
 def test_attention_bias_index_4x4_by_hand():

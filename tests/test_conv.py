@@ -1,7 +1,6 @@
 """conv2d and depthwise_conv2d against F.conv2d, their NumPy references, and finite differences."""
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +9,7 @@ import kernels.cpu as cpu
 import kernels.cpu.depthwise
 import kernels.reference as reference
 import lsnet_ref as L
-from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, random_array
+from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, kernel_on, random_array
 
 DEPTHWISE_KERNEL_SIZES = (1, 3, 5, 7, 9, 11)
 
@@ -119,46 +118,22 @@ def ours_depthwise(stride, padding):
     return lambda x, weight, bias=None: L.ops.depthwise_conv2d(x, weight, bias, stride, padding)
 
 
-def check_conv_kernels(x, weight, stride, padding, groups):
-    """conv2d_fwd, conv2d_bwd_input and conv2d_bwd_weight against kernels.reference."""
-    out_shape = reference.conv2d_fwd(x, weight, stride, padding, groups).shape
+def check_family_kernels(family, x, weight, *settings, device="cpu"):
+    """{family}_fwd, _bwd_input and _bwd_weight of `device` against kernels.reference; settings follow the shapes."""
+    fwd, bwd_input, bwd_weight = (f"{family}_{step}" for step in ("fwd", "bwd_input", "bwd_weight"))
+    out_shape = getattr(reference, fwd)(x, weight, *settings).shape
     grad_y = np.random.default_rng(0).standard_normal(out_shape).astype(x.dtype)
-    check_kernel(
-        lambda a, b: cpu.conv2d_fwd(a, b, stride, padding, groups),
-        lambda a, b: reference.conv2d_fwd(a, b, stride, padding, groups),
-        [x, weight],
-    )
-    check_kernel(
-        lambda g, b: cpu.conv2d_bwd_input(g, b, x.shape, stride, padding, groups),
-        lambda g, b: reference.conv2d_bwd_input(g, b, x.shape, stride, padding, groups),
-        [grad_y, weight],
-    )
-    check_kernel(
-        lambda g, a: cpu.conv2d_bwd_weight(g, a, weight.shape, stride, padding, groups),
-        lambda g, a: reference.conv2d_bwd_weight(g, a, weight.shape, stride, padding, groups),
-        [grad_y, x],
-    )
+    check_kernel(kernel_on(device, fwd), getattr(reference, fwd), [x, weight, *settings])
+    check_kernel(kernel_on(device, bwd_input), getattr(reference, bwd_input), [grad_y, weight, x.shape, *settings])
+    check_kernel(kernel_on(device, bwd_weight), getattr(reference, bwd_weight), [grad_y, x, weight.shape, *settings])
 
 
-def check_depthwise_kernels(x, weight, stride, padding):
-    """The three depthwise kernels against kernels.reference."""
-    out_shape = reference.depthwise_conv2d_fwd(x, weight, stride, padding).shape
-    grad_y = np.random.default_rng(0).standard_normal(out_shape).astype(x.dtype)
-    check_kernel(
-        lambda a, b: cpu.depthwise_conv2d_fwd(a, b, stride, padding),
-        lambda a, b: reference.depthwise_conv2d_fwd(a, b, stride, padding),
-        [x, weight],
-    )
-    check_kernel(
-        lambda g, b: cpu.depthwise_conv2d_bwd_input(g, b, x.shape, stride, padding),
-        lambda g, b: reference.depthwise_conv2d_bwd_input(g, b, x.shape, stride, padding),
-        [grad_y, weight],
-    )
-    check_kernel(
-        lambda g, a: cpu.depthwise_conv2d_bwd_weight(g, a, weight.shape, stride, padding),
-        lambda g, a: reference.depthwise_conv2d_bwd_weight(g, a, weight.shape, stride, padding),
-        [grad_y, x],
-    )
+def check_conv_kernels(x, weight, stride, padding, groups, device="cpu"):
+    check_family_kernels("conv2d", x, weight, stride, padding, groups, device=device)
+
+
+def check_depthwise_kernels(x, weight, stride, padding, device="cpu"):
+    check_family_kernels("depthwise_conv2d", x, weight, stride, padding, device=device)
 
 
 def check_rejects(call, message, *arrays):

@@ -1,4 +1,6 @@
 """split, concat and spatial_mean against PyTorch, finite differences and the NumPy references."""
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -6,10 +8,9 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels.cpu as cpu
 import kernels.reference as reference
 import lsnet_ref as L
-from oracle import FLOAT_DTYPES, assert_close, check_gradient, check_kernel, check_with_torch, random_array
+from oracle import FLOAT_DTYPES, assert_close, check_gradient, check_kernel, check_with_torch, kernel_on, random_array
 
 
 @st.composite
@@ -59,32 +60,57 @@ def torch_spatial_mean(x):
     return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
-def check_split_against_torch(x, sizes, axis):
-    check_with_torch(lambda t: L.ops.split(t, sizes, axis), lambda t: torch.split(t, sizes, dim=axis), [x])
+def check_split_against_torch(x, sizes, axis, device="cpu"):
+    check_with_torch(
+        lambda t: L.ops.split(t, sizes, axis), lambda t: torch.split(t, sizes, dim=axis), [x], device=device
+    )
 
 
-def check_one_split_piece_against_torch(x, sizes, axis, used):
+def check_one_split_piece_against_torch(x, sizes, axis, used, device="cpu"):
     """Only piece `used` reaches the loss: the other pieces' gradients are zeros."""
     check_with_torch(
-        lambda t: L.ops.split(t, sizes, axis)[used], lambda t: torch.split(t, sizes, dim=axis)[used], [x]
+        lambda t: L.ops.split(t, sizes, axis)[used],
+        lambda t: torch.split(t, sizes, dim=axis)[used],
+        [x],
+        device=device,
     )
 
 
-def check_concat_against_torch(arrays, axis, differentiable):
+def check_concat_against_torch(arrays, axis, differentiable, device="cpu"):
     check_with_torch(
-        lambda *ts: L.ops.concat(ts, axis), lambda *ts: torch.cat(ts, dim=axis), arrays, differentiable=differentiable
+        lambda *ts: L.ops.concat(ts, axis),
+        lambda *ts: torch.cat(ts, dim=axis),
+        arrays,
+        differentiable=differentiable,
+        device=device,
     )
 
 
-def check_layout_kernels(x, sizes, axis):
+def check_layout_kernels(x, sizes, axis, device="cpu"):
     """Copies are exact: every piece and a concatenation equal NumPy's bit for bit."""
+    slice_axis = kernel_on(device, "slice_axis")
     start = 0
     for size in sizes:
         expected = reference.slice_axis(x, axis, start, start + size)
-        np.testing.assert_array_equal(cpu.slice_axis(x, axis, start, start + size), expected)
+        np.testing.assert_array_equal(slice_axis(x, axis, start, start + size), expected)
         start += size
     pieces = (reference.slice_axis(x, axis, 0, sizes[0]), x, x[..., ::-1])
-    np.testing.assert_array_equal(cpu.concat_axis(pieces, axis), reference.concat_axis(pieces, axis))
+    # kernel_on copies array arguments only, not the arrays in a tuple: on "cuda" the pieces go over here
+    namespace = importlib.import_module(f"kernels.{device}")
+    on_device = pieces if device == "cpu" else tuple(namespace.from_host(p) for p in pieces)
+    joined = namespace.to_host(namespace.concat_axis(on_device, axis))
+    np.testing.assert_array_equal(joined, reference.concat_axis(pieces, axis))
+
+
+def check_spatial_mean_kernels(x, device="cpu"):
+    height, width = x.shape[2:]
+    grad_y = np.random.default_rng(0).standard_normal(x.shape[:2]).astype(x.dtype)
+    check_kernel(kernel_on(device, "spatial_mean_fwd"), reference.spatial_mean_fwd, [x])
+    check_kernel(
+        lambda g: kernel_on(device, "spatial_mean_bwd")(g, height, width),
+        lambda g: reference.spatial_mean_bwd(g, height, width),
+        [grad_y],
+    )
 
 
 @given(split_cases())
@@ -134,14 +160,7 @@ def test_slice_and_concat_kernels_match_numpy_reference(case):
 
 @given(pool_cases())
 def test_spatial_mean_kernels_match_numpy_reference(x):
-    height, width = x.shape[2:]
-    grad_y = np.random.default_rng(0).standard_normal(x.shape[:2]).astype(x.dtype)
-    check_kernel(cpu.spatial_mean_fwd, reference.spatial_mean_fwd, [x])
-    check_kernel(
-        lambda g: cpu.spatial_mean_bwd(g, height, width),
-        lambda g: reference.spatial_mean_bwd(g, height, width),
-        [grad_y],
-    )
+    check_spatial_mean_kernels(x)
 
 
 def test_split_qkv_of_lsnet_t_stage_4_float32():

@@ -11,10 +11,9 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels.cpu as cpu
 import kernels.reference as reference
 import lsnet_ref as L
-from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, random_array
+from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, kernel_on, random_array
 
 smoothings = st.one_of(st.just(0.0), st.just(0.1), st.floats(0.0, 1.0))
 
@@ -53,29 +52,46 @@ def torch_soft_target_cross_entropy(logits, target):
     return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
-def check_cross_entropy_against_torch(arrays, smoothing):
+def check_cross_entropy_against_torch(arrays, smoothing, device="cpu"):
     check_with_torch(
         lambda x, t: L.ops.cross_entropy(x, t, label_smoothing=smoothing),
         lambda x, t: F.cross_entropy(x, t, label_smoothing=smoothing),
         arrays,
+        device=device,
     )
 
 
-def check_soft_target_against_torch(arrays):
-    check_with_torch(L.ops.soft_target_cross_entropy, torch_soft_target_cross_entropy, arrays, differentiable=[0])
+def check_soft_target_against_torch(arrays, device="cpu"):
+    check_with_torch(
+        L.ops.soft_target_cross_entropy, torch_soft_target_cross_entropy, arrays, differentiable=[0], device=device
+    )
 
 
-def check_argmax_against_torch(x):
-    ours = L.ops.argmax(L.Tensor(x)).numpy()
-    assert ours.dtype == np.int64
-    np.testing.assert_array_equal(ours, torch.argmax(torch.tensor(x), dim=1).numpy())
+def check_argmax(x, device="cpu"):
+    """L.ops.argmax on `device` against torch, and `device`'s argmax_rows kernel against kernels.reference."""
+    ours = L.ops.argmax(L.Tensor(x, device=device))
+    assert ours.device == device and ours.dtype == np.int64
+    np.testing.assert_array_equal(ours.numpy(), torch.argmax(torch.tensor(x), dim=1).numpy())
+    np.testing.assert_array_equal(kernel_on(device, "argmax_rows")(x), reference.argmax_rows(x))
 
 
-def check_loss_kernels(logits, target):
+def check_loss_kernels(logits, target, device="cpu"):
     grad_losses = np.random.default_rng(0).standard_normal(logits.shape[0]).astype(logits.dtype)
     _, probs = reference.softmax_cross_entropy_fwd(logits, target)
-    check_kernel(cpu.softmax_cross_entropy_fwd, reference.softmax_cross_entropy_fwd, [logits, target])
-    check_kernel(cpu.softmax_cross_entropy_bwd, reference.softmax_cross_entropy_bwd, [grad_losses, probs, target])
+    fwd, bwd = kernel_on(device, "softmax_cross_entropy_fwd"), kernel_on(device, "softmax_cross_entropy_bwd")
+    check_kernel(fwd, reference.softmax_cross_entropy_fwd, [logits, target])
+    check_kernel(bwd, reference.softmax_cross_entropy_bwd, [grad_losses, probs, target])
+
+
+def check_one_hot_kernel(arrays, smoothing, device="cpu"):
+    """`device`'s one_hot kernel for the labels and logits' class count and dtype, against kernels.reference."""
+    logits, labels = arrays
+    classes = logits.shape[1]
+    on_value, off_value = 1.0 - smoothing + smoothing / classes, smoothing / classes
+    np.testing.assert_array_equal(
+        kernel_on(device, "one_hot")(labels, classes, on_value, off_value, logits.dtype),
+        reference.one_hot(labels, classes, on_value, off_value, logits.dtype),
+    )
 
 
 @given(label_cases(), smoothings)
@@ -105,25 +121,17 @@ def test_loss_kernels_match_numpy_reference(arrays):
 
 @given(label_cases(), smoothings)
 def test_one_hot_kernel_matches_numpy_reference(arrays, smoothing):
-    logits, labels = arrays
-    classes = logits.shape[1]
-    on_value, off_value = 1.0 - smoothing + smoothing / classes, smoothing / classes
-    np.testing.assert_array_equal(
-        cpu.one_hot(labels, classes, on_value, off_value, logits.dtype),
-        reference.one_hot(labels, classes, on_value, off_value, logits.dtype),
-    )
+    check_one_hot_kernel(arrays, smoothing)
 
 
 @given(label_cases(), st.booleans())
 def test_argmax_against_torch_and_reference(arrays, ties):
-    logits = np.round(arrays[0]) if ties else arrays[0]  # few distinct values: many ties
-    check_argmax_against_torch(logits)
-    np.testing.assert_array_equal(cpu.argmax_rows(logits), reference.argmax_rows(logits))
+    check_argmax(np.round(arrays[0]) if ties else arrays[0])  # few distinct values: many ties
 
 
 def test_argmax_takes_the_first_maximum_and_the_first_nan():
     nan = np.nan
-    check_argmax_against_torch(np.array([[1.0, 3.0, 3.0], [2.0, nan, nan], [nan, 5.0, 1.0], [-1.0, -1.0, -1.0]]))
+    check_argmax(np.array([[1.0, 3.0, 3.0], [2.0, nan, nan], [nan, 5.0, 1.0], [-1.0, -1.0, -1.0]]))
 
 
 def test_argmax_is_not_recorded():

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 import kernels.cpu as cpu
 import kernels.reference as reference
 import lsnet_ref as L
-from oracle import FLOAT_DTYPES, assert_close, check_gradient, check_kernel, check_with_torch, random_array, TOLERANCE
+from oracle import (
+    FLOAT_DTYPES, assert_close, check_gradient, check_kernel, check_with_torch, kernel_on, random_array, TOLERANCE,
+)
 
 
 def _present(x, weight, bias):
@@ -132,47 +134,59 @@ def check_running_stats_over_calls(shape, dtype, momentum, calls, seed, device="
             assert_close(ours.numpy(), reference_stat.numpy(), f"{name} after call {call + 1}", TOLERANCE[np.dtype(dtype)])
 
 
-def check_batch_norm_kernels(case):
+def _update_running(namespace, momentum, count, put=np.copy, get=np.asarray):
+    """namespace's in-place batch_norm_update_running on put() copies of host arrays; the running
+    arrays back through get()."""
+
+    def run(*arrays):
+        running_mean, running_var, batch_mean, batch_var = (put(a) for a in arrays)
+        assert namespace.batch_norm_update_running(running_mean, running_var, batch_mean, batch_var, momentum,
+                                                   count) is None
+        return get(running_mean), get(running_var)
+
+    return run
+
+
+def check_batch_norm_kernels(case, device="cpu"):
+    """The batch_norm kernels of `device` against kernels.reference."""
     x, weight, bias, _, running, momentum, eps = case
     channels = x.shape[1]
     weight = np.ones(channels, x.dtype) if weight is None else weight
     bias = np.zeros(channels, x.dtype) if bias is None else bias
     mean, var = reference.batch_norm_stats(x)
     grad_y = np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype)
-    check_kernel(cpu.batch_norm_stats, reference.batch_norm_stats, [x])
-    check_kernel(lambda *a: cpu.batch_norm_fwd(*a, eps), lambda *a: reference.batch_norm_fwd(*a, eps),
-                 [x, mean, var, weight, bias])
-    check_kernel(lambda *a: cpu.batch_norm_bwd(*a, eps), lambda *a: reference.batch_norm_bwd(*a, eps),
-                 [grad_y, x, mean, var, weight])
-    check_kernel(lambda *a: cpu.batch_norm_bwd_eval(*a, eps), lambda *a: reference.batch_norm_bwd_eval(*a, eps),
-                 [grad_y, var, weight])
-    check_kernel(lambda *a: cpu.batch_norm_bwd_weight(*a, eps), lambda *a: reference.batch_norm_bwd_weight(*a, eps),
-                 [grad_y, x, mean, var])
+    check_kernel(kernel_on(device, "batch_norm_stats"), reference.batch_norm_stats, [x])
+    for name, arrays in [
+        ("batch_norm_fwd", [x, mean, var, weight, bias]),
+        ("batch_norm_bwd", [grad_y, x, mean, var, weight]),
+        ("batch_norm_bwd_eval", [grad_y, var, weight]),
+        ("batch_norm_bwd_weight", [grad_y, x, mean, var]),
+    ]:
+        ours, theirs = kernel_on(device, name), getattr(reference, name)
+        check_kernel(lambda *a: ours(*a, eps), lambda *a: theirs(*a, eps), arrays)
     count = x.size // channels
-
-    def updated(kernel):
-        def run(running_mean, running_var, batch_mean, batch_var):
-            running_mean, running_var = running_mean.copy(), running_var.copy()
-            kernel(running_mean, running_var, batch_mean, batch_var, momentum, count)
-            return running_mean, running_var
-
-        return run
-
     if running and count > 1:
-        check_kernel(updated(cpu.batch_norm_update_running), updated(reference.batch_norm_update_running),
-                     [running[0], running[1], mean, var])
+        if device == "cpu":
+            ours = _update_running(cpu, momentum, count)
+        else:
+            from kernels import cuda  # only where the CUDA tests run
+
+            ours = _update_running(cuda, momentum, count, cuda.from_host, lambda a: a.copy_to_host())
+        check_kernel(ours, _update_running(reference, momentum, count), [running[0], running[1], mean, var])
 
 
-def check_group_norm_kernels(case):
+def check_group_norm_kernels(case, device="cpu"):
+    """group_norm_fwd and group_norm_bwd of `device` against kernels.reference."""
     x, weight, bias, _, groups = case
     channels = x.shape[1]
     weight = np.ones(channels, x.dtype) if weight is None else weight
     bias = np.zeros(channels, x.dtype) if bias is None else bias
     _, mean, rstd = reference.group_norm_fwd(x, groups, weight, bias, 1e-5)
     grad_y = np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype)
-    check_kernel(lambda *a: cpu.group_norm_fwd(a[0], groups, *a[1:], 1e-5),
+    fwd, bwd = kernel_on(device, "group_norm_fwd"), kernel_on(device, "group_norm_bwd")
+    check_kernel(lambda *a: fwd(a[0], groups, *a[1:], 1e-5),
                  lambda *a: reference.group_norm_fwd(a[0], groups, *a[1:], 1e-5), [x, weight, bias])
-    check_kernel(lambda *a: cpu.group_norm_bwd(*a, groups), lambda *a: reference.group_norm_bwd(*a, groups),
+    check_kernel(lambda *a: bwd(*a, groups), lambda *a: reference.group_norm_bwd(*a, groups),
                  [grad_y, x, mean, rstd, weight])
 
 

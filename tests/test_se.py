@@ -8,10 +8,9 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels.cpu as cpu
 import kernels.reference as reference
 import lsnet_ref as L
-from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, random_array
+from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, kernel_on, random_array
 
 
 @st.composite
@@ -46,12 +45,14 @@ def torch_squeeze_excite(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
     return x * torch.sigmoid(F.conv2d(hidden, fc2_weight, fc2_bias))
 
 
-def check_kernels(arrays):
+def check_kernels(arrays, device="cpu"):
+    """squeeze_excite_fwd and squeeze_excite_bwd of `device` against kernels.reference."""
     x, w1, b1, w2, b2 = arrays
     _, pooled, hidden, gate = reference.squeeze_excite_fwd(*arrays)
     grad_y = np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype)
-    check_kernel(cpu.squeeze_excite_fwd, reference.squeeze_excite_fwd, arrays)
-    check_kernel(cpu.squeeze_excite_bwd, reference.squeeze_excite_bwd, [grad_y, x, pooled, hidden, gate, w1, w2])
+    check_kernel(kernel_on(device, "squeeze_excite_fwd"), reference.squeeze_excite_fwd, arrays)
+    check_kernel(kernel_on(device, "squeeze_excite_bwd"), reference.squeeze_excite_bwd,
+                 [grad_y, x, pooled, hidden, gate, w1, w2])
 
 
 @given(se_cases())

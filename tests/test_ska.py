@@ -6,10 +6,9 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels.cpu as cpu
 import kernels.reference as reference
 import lsnet_ref as L
-from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, random_array
+from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, kernel_on, random_array
 
 
 @st.composite
@@ -46,22 +45,27 @@ def test_ska_grad_finite_differences(case):
     check_gradient(L.ops.ska, list(case))
 
 
-@given(ska_cases())
-def test_ska_kernels_match_numpy_reference(case):
-    x, w = case
+def check_ska_kernels(x, w, device="cpu"):
+    """Each kernel of `device` against its NumPy reference."""
     kernel_size = int(round(w.shape[2] ** 0.5))
     grad_y = np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype)
-    check_kernel(lambda a, b: cpu.ska_fwd(a, b, kernel_size), lambda a, b: reference.ska_fwd(a, b, kernel_size), [x, w])
+    fwd, bwd_input, bwd_weight = (kernel_on(device, name) for name in ("ska_fwd", "ska_bwd_input", "ska_bwd_weight"))
+    check_kernel(lambda a, b: fwd(a, b, kernel_size), lambda a, b: reference.ska_fwd(a, b, kernel_size), [x, w])
     check_kernel(
-        lambda g, b: cpu.ska_bwd_input(g, b, kernel_size),
+        lambda g, b: bwd_input(g, b, kernel_size),
         lambda g, b: reference.ska_bwd_input(g, b, kernel_size),
         [grad_y, w],
     )
     check_kernel(
-        lambda g, a: cpu.ska_bwd_weight(g, a, w.shape[1], kernel_size),
+        lambda g, a: bwd_weight(g, a, w.shape[1], kernel_size),
         lambda g, a: reference.ska_bwd_weight(g, a, w.shape[1], kernel_size),
         [grad_y, x],
     )
+
+
+@given(ska_cases())
+def test_ska_kernels_match_numpy_reference(case):
+    check_ska_kernels(*case)
 
 
 def test_ska_channel_uses_group_c_mod_g():

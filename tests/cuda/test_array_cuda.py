@@ -1,7 +1,6 @@
 """Device plumbing and the elementwise, reduction and GEMM kernels on device "cuda"."""
 import numpy as np
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 

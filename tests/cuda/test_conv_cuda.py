@@ -5,11 +5,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels.cuda as gpu
-import kernels.reference as reference
-from oracle import check_gradient, check_kernel, check_with_torch, random_array
+from oracle import check_gradient, check_with_torch, random_array
 from test_conv import (
-    conv_cases, grouped_as_depthwise_cases, depthwise_cases, ours_conv, ours_depthwise, pointwise_cases, torch_conv,
+    check_conv_kernels, check_depthwise_kernels, conv_cases, grouped_as_depthwise_cases, depthwise_cases, ours_conv,
+    ours_depthwise, pointwise_cases, torch_conv,
 )
 
 # Few blocks per launch: the simulator runs every GPU thread as an OS thread (a 16 x 16 GEMM tile is 256),
@@ -19,34 +18,6 @@ SMALL_CONV = dict(
 )
 SMALL_POINTWISE = dict(max_side=2, max_batch=2, max_groups=2, max_group_channels=2)
 SMALL_DEPTHWISE = dict(max_side=4, kernel_sizes=(1, 3, 5), max_batch=2, max_channels=1)
-
-
-def hosted(kernel):
-    """kernel on host arrays: array arguments copied to the device, the result copied back."""
-
-    def run(*arguments):
-        return kernel(*(gpu.from_host(a) if isinstance(a, np.ndarray) else a for a in arguments)).copy_to_host()
-
-    return run
-
-
-def check_cuda_kernels(fwd, bwd_input, bwd_weight, x, weight, *settings):
-    """The three CUDA kernels of a family (named by attribute) against kernels.reference."""
-    out_shape = getattr(reference, fwd)(x, weight, *settings).shape
-    grad_y = np.random.default_rng(0).standard_normal(out_shape).astype(x.dtype)
-    check_kernel(hosted(getattr(gpu, fwd)), getattr(reference, fwd), [x, weight, *settings])
-    check_kernel(hosted(getattr(gpu, bwd_input)), getattr(reference, bwd_input), [grad_y, weight, x.shape, *settings])
-    check_kernel(hosted(getattr(gpu, bwd_weight)), getattr(reference, bwd_weight), [grad_y, x, weight.shape, *settings])
-
-
-def check_conv_cuda_kernels(x, weight, stride, padding, groups):
-    check_cuda_kernels("conv2d_fwd", "conv2d_bwd_input", "conv2d_bwd_weight", x, weight, stride, padding, groups)
-
-
-def check_depthwise_cuda_kernels(x, weight, stride, padding):
-    check_cuda_kernels(
-        "depthwise_conv2d_fwd", "depthwise_conv2d_bwd_input", "depthwise_conv2d_bwd_weight", x, weight, stride, padding
-    )
 
 
 @given(conv_cases(**SMALL_CONV))
@@ -70,7 +41,7 @@ def test_conv2d_finite_differences_on_cuda(case):
 @given(st.one_of(conv_cases(**SMALL_CONV), pointwise_cases(**SMALL_POINTWISE)))
 def test_conv2d_cuda_kernels_match_numpy_reference(case):
     arrays, stride, padding, groups = case
-    check_conv_cuda_kernels(arrays[0], arrays[1], stride, padding, groups)
+    check_conv_kernels(arrays[0], arrays[1], stride, padding, groups, device="cuda")
 
 
 @given(depthwise_cases(**SMALL_DEPTHWISE))
@@ -95,7 +66,7 @@ def test_depthwise_conv2d_finite_differences_on_cuda(case):
 @given(depthwise_cases(**SMALL_DEPTHWISE))
 def test_depthwise_cuda_kernels_match_numpy_reference(case):
     arrays, stride, padding = case
-    check_depthwise_cuda_kernels(arrays[0], arrays[1], stride, padding)
+    check_depthwise_kernels(arrays[0], arrays[1], stride, padding, device="cuda")
 
 
 @pytest.mark.parametrize(

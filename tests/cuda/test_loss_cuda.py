@@ -2,58 +2,26 @@
 simulator-sized shapes, and each loss kernel against its NumPy reference."""
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels.cuda as gpu
-import kernels.reference as reference
 import lsnet_ref as L
-from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, random_array
-from test_attention_cuda import on_cuda
+from oracle import FLOAT_DTYPES, check_gradient, check_with_torch, random_array
 from test_linear import linear_cases
-from test_loss import label_cases, smoothings, soft_target_cases, torch_soft_target_cross_entropy
+from test_loss import (
+    check_argmax, check_cross_entropy_against_torch, check_loss_kernels, check_one_hot_kernel,
+    check_soft_target_against_torch, label_cases, smoothings, soft_target_cases,
+)
 
 # a row is one block of three reductions, slow in the simulator: few rows, one for finite differences
 small_label_cases = label_cases(max_count=2)
 small_linear_cases = linear_cases(max_side=2, max_features=3)
 
 
-def check_cross_entropy_on_cuda(arrays, smoothing):
-    check_with_torch(
-        lambda x, t: L.ops.cross_entropy(x, t, label_smoothing=smoothing),
-        lambda x, t: F.cross_entropy(x, t, label_smoothing=smoothing),
-        arrays,
-        device="cuda",
-    )
-
-
-def check_soft_target_on_cuda(arrays):
-    check_with_torch(
-        L.ops.soft_target_cross_entropy, torch_soft_target_cross_entropy, arrays, differentiable=[0], device="cuda"
-    )
-
-
-def check_argmax_on_cuda(x):
-    ours = L.ops.argmax(L.Tensor(x, device="cuda"))
-    assert ours.device == "cuda" and ours.dtype == np.int64
-    np.testing.assert_array_equal(ours.numpy(), torch.argmax(torch.tensor(x), dim=1).numpy())
-    np.testing.assert_array_equal(on_cuda(gpu.argmax_rows)(x), reference.argmax_rows(x))
-
-
-def check_cuda_loss_kernels(logits, target):
-    grad_losses = np.random.default_rng(0).standard_normal(logits.shape[0]).astype(logits.dtype)
-    _, probs = reference.softmax_cross_entropy_fwd(logits, target)
-    check_kernel(on_cuda(gpu.softmax_cross_entropy_fwd), reference.softmax_cross_entropy_fwd, [logits, target])
-    check_kernel(
-        on_cuda(gpu.softmax_cross_entropy_bwd), reference.softmax_cross_entropy_bwd, [grad_losses, probs, target]
-    )
-
-
 @given(small_label_cases, smoothings)
 def test_cross_entropy_against_torch_on_cuda(arrays, smoothing):
-    check_cross_entropy_on_cuda(arrays, smoothing)
+    check_cross_entropy_against_torch(arrays, smoothing, device="cuda")
 
 
 @given(label_cases(scale=10.0, max_count=1), smoothings)
@@ -63,7 +31,7 @@ def test_cross_entropy_finite_differences_on_cuda(arrays, smoothing):
 
 @given(soft_target_cases(max_count=2))
 def test_soft_target_cross_entropy_against_torch_on_cuda(arrays):
-    check_soft_target_on_cuda(arrays)
+    check_soft_target_against_torch(arrays, device="cuda")
 
 
 @given(soft_target_cases(scale=10.0, max_count=1))
@@ -73,7 +41,7 @@ def test_soft_target_cross_entropy_finite_differences_on_cuda(arrays):
 
 @given(soft_target_cases(scale=20.0, max_count=2))
 def test_loss_cuda_kernels_match_numpy_reference(arrays):
-    check_cuda_loss_kernels(*arrays)
+    check_loss_kernels(*arrays, device="cuda")
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
@@ -84,28 +52,22 @@ def test_loss_cuda_kernels_with_more_classes_than_a_block(dtype):
     rng = np.random.default_rng(8)
     logits = random_array(rng, (2, 1000), dtype, -2, 2)
     logits[0, 517] = logits[1, 3] = 100.0 if dtype == np.float32 else 800.0
-    check_cuda_loss_kernels(logits, rng.dirichlet(np.ones(1000), 2).astype(dtype))
+    check_loss_kernels(logits, rng.dirichlet(np.ones(1000), 2).astype(dtype), device="cuda")
 
 
 @given(small_label_cases, smoothings)
 def test_one_hot_cuda_kernel_matches_numpy_reference(arrays, smoothing):
-    logits, labels = arrays
-    classes = logits.shape[1]
-    on_value, off_value = 1.0 - smoothing + smoothing / classes, smoothing / classes
-    np.testing.assert_array_equal(
-        on_cuda(lambda a: gpu.one_hot(a, classes, on_value, off_value, logits.dtype))(labels),
-        reference.one_hot(labels, classes, on_value, off_value, logits.dtype),
-    )
+    check_one_hot_kernel(arrays, smoothing, device="cuda")
 
 
 @given(label_cases(), st.booleans())
 def test_argmax_on_cuda_against_torch_and_reference(arrays, ties):
-    check_argmax_on_cuda(np.round(arrays[0]) if ties else arrays[0])  # few distinct values: many ties
+    check_argmax(np.round(arrays[0]) if ties else arrays[0], device="cuda")  # few distinct values: many ties
 
 
 def test_argmax_on_cuda_takes_the_first_maximum_and_the_first_nan():
     nan = np.nan
-    check_argmax_on_cuda(np.array([[1.0, 3.0, 3.0], [2.0, nan, nan], [nan, 5.0, 1.0], [-1.0, -1.0, -1.0]]))
+    check_argmax(np.array([[1.0, 3.0, 3.0], [2.0, nan, nan], [nan, 5.0, 1.0], [-1.0, -1.0, -1.0]]), device="cuda")
 
 
 @pytest.mark.parametrize("offset", [1000.0, -1000.0])
@@ -114,8 +76,8 @@ def test_losses_on_cuda_are_stable_for_large_logits(offset, dtype):
     """exp(logits) over- or underflows; the row-max shift keeps the result finite and right."""
     rng = np.random.default_rng(7)
     logits = random_array(rng, (2, 5), dtype, -2, 2) + dtype(offset)
-    check_cross_entropy_on_cuda([logits, np.array([0, 4])], 0.1)
-    check_soft_target_on_cuda([logits, rng.dirichlet(np.ones(5), 2).astype(dtype)])
+    check_cross_entropy_against_torch([logits, np.array([0, 4])], 0.1, device="cuda")
+    check_soft_target_against_torch([logits, rng.dirichlet(np.ones(5), 2).astype(dtype)], device="cuda")
 
 
 def test_hard_distillation_loss_on_cuda_against_torch():

@@ -6,30 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-import kernels.cuda as gpu
-import kernels.reference as reference
 import lsnet_ref as L
-from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, random_array
-from test_se import se_cases, torch_squeeze_excite
+from oracle import FLOAT_DTYPES, check_gradient, check_with_torch, random_array
+from test_se import check_kernels, se_cases, torch_squeeze_excite
 
 SMALL = dict(max_side=3, max_batch=2, max_channels=3)  # few (b, c) planes: one block each in the simulator
-
-
-def hosted(kernel):
-    """kernel on host arrays: inputs copied to the device, the tuple of results copied back."""
-
-    def run(*arrays):
-        return tuple(r.copy_to_host() for r in kernel(*(gpu.from_host(a) for a in arrays)))
-
-    return run
-
-
-def check_cuda_kernels(arrays):
-    x, w1, b1, w2, b2 = arrays
-    _, pooled, hidden, gate = reference.squeeze_excite_fwd(*arrays)
-    grad_y = np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype)
-    check_kernel(hosted(gpu.squeeze_excite_fwd), reference.squeeze_excite_fwd, arrays)
-    check_kernel(hosted(gpu.squeeze_excite_bwd), reference.squeeze_excite_bwd, [grad_y, x, pooled, hidden, gate, w1, w2])
 
 
 @given(se_cases(**SMALL))
@@ -45,15 +26,15 @@ def test_squeeze_excite_finite_differences_on_cuda(case):
 
 @given(se_cases(**SMALL))
 def test_squeeze_excite_cuda_kernels_match_numpy_reference(case):
-    check_cuda_kernels(case[0])
+    check_kernels(case[0], device="cuda")
 
 
 def test_squeeze_excite_cuda_planes_span_several_block_strides():
     """7 x 9 = 63 values per (b, c) plane: each thread of a block sums several of them."""
     rng = np.random.default_rng(5)
-    check_cuda_kernels([random_array(rng, (1, 3, 7, 9), np.float64), random_array(rng, (2, 3, 1, 1), np.float64),
-                        random_array(rng, (2,), np.float64), random_array(rng, (3, 2, 1, 1), np.float64),
-                        random_array(rng, (3,), np.float64)])
+    check_kernels([random_array(rng, (1, 3, 7, 9), np.float64), random_array(rng, (2, 3, 1, 1), np.float64),
+                   random_array(rng, (2,), np.float64), random_array(rng, (3, 2, 1, 1), np.float64),
+                   random_array(rng, (3,), np.float64)], device="cuda")
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
