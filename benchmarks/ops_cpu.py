@@ -61,17 +61,21 @@ def cases(batch, rng):
                [arr(batch, 4, 16, 16), arr(batch, 4, 16, 16), arr(batch, 4, dv, 16), arr(4, 16)])
 
 
-def best_times(ours, theirs, repeats):
-    """Best-of-`repeats` wall times of two callables, run alternately so that a burst of load on a
-    shared machine slows both sides alike."""
-    for fn in (ours, theirs, ours, theirs):
+def best_times(ours, theirs, repeats, rounds=5):
+    """Best-of-`repeats` wall times of two callables, run in alternating rounds of back-to-back calls:
+    a burst of load on a shared machine slows both sides alike, while a call rarely follows the other
+    side's (PyTorch's OpenMP threads spin for a while after each call and slow whatever runs next)."""
+    for fn in (ours, theirs):
+        fn()
         fn()
     times = ([], [])
-    for _ in range(repeats):
+    per_round = max(2, -(-repeats // rounds))
+    for _ in range(rounds):
         for fn, kept in zip((ours, theirs), times):
-            start = time.perf_counter()
-            fn()
-            kept.append(time.perf_counter() - start)
+            for _ in range(per_round):
+                start = time.perf_counter()
+                fn()
+                kept.append(time.perf_counter() - start)
     return min(times[0]), min(times[1])
 
 
