@@ -61,10 +61,11 @@ def cases(batch, rng):
                [arr(batch, 4, 16, 16), arr(batch, 4, 16, 16), arr(batch, 4, dv, 16), arr(4, 16)])
 
 
-def best_times(ours, theirs, repeats, rounds=5):
-    """Best-of-`repeats` wall times of two callables, run in alternating rounds of back-to-back calls:
-    a burst of load on a shared machine slows both sides alike, while a call rarely follows the other
-    side's (PyTorch's OpenMP threads spin for a while after each call and slow whatever runs next)."""
+def best_times(ours, theirs, repeats, rounds=5, settle=0.25):
+    """Best-of-`repeats` wall times of two callables, run in alternating rounds of back-to-back calls
+    so that a burst of load on a shared machine slows both sides alike. Each round starts `settle`
+    seconds after the other side's: PyTorch's OpenMP threads keep spinning for a while after its
+    calls and would slow ours."""
     for fn in (ours, theirs):
         fn()
         fn()
@@ -72,6 +73,7 @@ def best_times(ours, theirs, repeats, rounds=5):
     per_round = max(2, -(-repeats // rounds))
     for _ in range(rounds):
         for fn, kept in zip((ours, theirs), times):
+            time.sleep(settle)
             for _ in range(per_round):
                 start = time.perf_counter()
                 fn()
