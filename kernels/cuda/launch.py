@@ -12,6 +12,15 @@ def blocks(count, threads=THREADS):
 
 
 @cuda.jit(device=True)
+def nchw_index(n, channels, height, width):
+    """(b, c, r, s) of flat index n in a C-contiguous (B, channels, height, width) array."""
+    s = n % width
+    r = (n // width) % height
+    c = (n // (width * height)) % channels
+    return n // (width * height * channels), c, r, s
+
+
+@cuda.jit(device=True)
 def block_sum(shared, value):
     """Sum `value` over the block's THREADS threads through `shared` (THREADS long), in a fixed order.
 
