@@ -11,7 +11,7 @@ import math
 
 from numba import cuda, float32, float64, int32, int64
 
-from .launch import THREADS, blocks
+from .launch import THREADS, blocks, unravel_4d
 
 __all__ = [
     "attention_fwd", "attention_bwd_value", "attention_bwd_logits",
@@ -53,10 +53,7 @@ def _attention_out(v, attn, out):
     if i >= out.size:
         return
     batch, heads, value_dim, points = out.shape
-    n = i % points
-    c = (i // points) % value_dim
-    h = (i // (points * value_dim)) % heads
-    b = i // (points * value_dim * heads)
+    b, h, c, n = unravel_4d(i, heads, value_dim, points)
     total = float32(0)
     for m in range(points):
         total += v[b, h, c, m] * attn[b, h, n, m]
@@ -70,10 +67,7 @@ def _attention_bwd_value(grad_out, attn, grad_v):
     if i >= grad_v.size:
         return
     batch, heads, value_dim, points = grad_v.shape
-    m = i % points
-    c = (i // points) % value_dim
-    h = (i // (points * value_dim)) % heads
-    b = i // (points * value_dim * heads)
+    b, h, c, m = unravel_4d(i, heads, value_dim, points)
     total = float32(0)
     for n in range(points):
         total += grad_out[b, h, c, n] * attn[b, h, n, m]
@@ -109,10 +103,7 @@ def _attention_bwd_query(grad_logits, k, scale, grad_q):
     if i >= grad_q.size:
         return
     batch, heads, key_dim, points = grad_q.shape
-    n = i % points
-    c = (i // points) % key_dim
-    h = (i // (points * key_dim)) % heads
-    b = i // (points * key_dim * heads)
+    b, h, c, n = unravel_4d(i, heads, key_dim, points)
     total = float32(0)
     for m in range(points):
         total += k[b, h, c, m] * grad_logits[b, h, n, m]
@@ -126,10 +117,7 @@ def _attention_bwd_key(grad_logits, q, scale, grad_k):
     if i >= grad_k.size:
         return
     batch, heads, key_dim, points = grad_k.shape
-    m = i % points
-    c = (i // points) % key_dim
-    h = (i // (points * key_dim)) % heads
-    b = i // (points * key_dim * heads)
+    b, h, c, m = unravel_4d(i, heads, key_dim, points)
     total = float32(0)
     for n in range(points):
         total += q[b, h, c, n] * grad_logits[b, h, n, m]

@@ -14,7 +14,7 @@ once, so the sum over the batch runs in the GEMM's fixed order.
 from numba import cuda, float32, float64, int64
 
 from .gemm import matmul
-from .launch import THREADS, blocks, nchw_index
+from .launch import THREADS, blocks, unravel_4d
 
 __all__ = ["conv2d_fwd", "conv2d_bwd_input", "conv2d_bwd_weight"]
 
@@ -48,7 +48,7 @@ def _col2im(col, kernel_h, kernel_w, sh, sw, ph, pw, out_h, out_w, grad_x):
     if n >= grad_x.size:
         return
     _, channels, height, width = grad_x.shape
-    b, c, r, s = nchw_index(n, channels, height, width)
+    b, c, r, s = unravel_4d(n, channels, height, width)
     total = float32(0)
     for u in range(kernel_h):
         top = r + ph - u  # i * sh for the output row i that tap row u maps onto r

@@ -8,7 +8,7 @@ tested before it is used, and no thread writes another's output: no atomics.
 """
 from numba import cuda, float32, float64, int64
 
-from .launch import THREADS, blocks, block_sum, nchw_index
+from .launch import THREADS, blocks, block_sum, unravel_4d
 
 __all__ = ["depthwise_conv2d_fwd", "depthwise_conv2d_bwd_input", "depthwise_conv2d_bwd_weight"]
 
@@ -21,7 +21,7 @@ def _depthwise_fwd(x, w, sh, sw, ph, pw, y):
     _, channels, out_h, out_w = y.shape
     height, width = x.shape[2], x.shape[3]
     kernel_h, kernel_w = w.shape[2], w.shape[3]
-    b, c, i, j = nchw_index(n, channels, out_h, out_w)
+    b, c, i, j = unravel_4d(n, channels, out_h, out_w)
     total = float32(0)
     for u in range(kernel_h):
         r = i * sh + u - ph
@@ -43,7 +43,7 @@ def _depthwise_bwd_input(grad_y, w, sh, sw, ph, pw, grad_x):
     _, channels, height, width = grad_x.shape
     out_h, out_w = grad_y.shape[2], grad_y.shape[3]
     kernel_h, kernel_w = w.shape[2], w.shape[3]
-    b, c, r, s = nchw_index(n, channels, height, width)
+    b, c, r, s = unravel_4d(n, channels, height, width)
     total = float32(0)
     for u in range(kernel_h):
         top = r + ph - u  # i * sh for the output row i that tap row u maps onto r

@@ -12,12 +12,12 @@ def blocks(count, threads=THREADS):
 
 
 @cuda.jit(device=True)
-def nchw_index(n, channels, height, width):
-    """(b, c, r, s) of flat index n in a C-contiguous (B, channels, height, width) array."""
-    s = n % width
-    r = (n // width) % height
-    c = (n // (width * height)) % channels
-    return n // (width * height * channels), c, r, s
+def unravel_4d(n, size1, size2, size3):
+    """The (i0, i1, i2, i3) of flat index n in a C-contiguous array of shape (any, size1, size2, size3)."""
+    i3 = n % size3
+    i2 = (n // size3) % size2
+    i1 = (n // (size3 * size2)) % size1
+    return n // (size3 * size2 * size1), i1, i2, i3
 
 
 @cuda.jit(device=True)

@@ -8,7 +8,7 @@ import math
 
 from numba import cuda, float32, float64, int64
 
-from .launch import THREADS, block_sum, blocks, nchw_index
+from .launch import THREADS, block_sum, blocks, unravel_4d
 
 __all__ = ["slice_axis", "concat_axis", "spatial_mean_fwd", "spatial_mean_bwd"]
 
@@ -47,7 +47,7 @@ def _spatial_mean_bwd(grad_y, grad_x):
     if i >= grad_x.size:
         return
     batch, channels, height, width = grad_x.shape
-    b, c, r, j = nchw_index(i, channels, height, width)
+    b, c, r, j = unravel_4d(i, channels, height, width)
     grad_x[b, c, r, j] = grad_y[b, c] / (height * width)
 
 

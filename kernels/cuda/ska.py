@@ -5,7 +5,7 @@ before it is used (never a negative index), and each thread owns its output: no 
 """
 from numba import cuda, float32, float64, int64
 
-from .launch import THREADS, blocks, nchw_index
+from .launch import THREADS, blocks, unravel_4d
 
 __all__ = ["ska_fwd", "ska_bwd_input", "ska_bwd_weight"]
 
@@ -16,7 +16,7 @@ def _ska_fwd(x, w, kernel_size, y):
     if i >= y.size:
         return
     batch, channels, height, width = x.shape
-    b, c, r, j = nchw_index(i, channels, height, width)
+    b, c, r, j = unravel_4d(i, channels, height, width)
     g = c % w.shape[1]
     pad = kernel_size // 2
     total = float32(0)
@@ -38,7 +38,7 @@ def _ska_bwd_input(grad_y, w, kernel_size, grad_x):
     if i >= grad_x.size:
         return
     batch, channels, height, width = grad_x.shape
-    b, c, r, j = nchw_index(i, channels, height, width)
+    b, c, r, j = unravel_4d(i, channels, height, width)
     g = c % w.shape[1]
     pad = kernel_size // 2
     total = float32(0)
