@@ -15,7 +15,7 @@ from . import init, ops
 from .modules import BatchNorm1d, BatchNorm2d, Conv2d, GroupNorm, Identity, Linear, Module, ReLU, Sequential
 from .tensor import Parameter, Tensor
 
-__all__ = ["LSNet", "create_model", "list_models", "model_cfgs", "checkpoint_filter"]
+__all__ = ["LSNet", "checkpoint_filter", "create_model", "default_img_sizes", "list_models", "model_cfgs"]
 
 
 def _fold_bn(weight, bias, bn):
@@ -347,19 +347,27 @@ model_cfgs = dict(
     lsnet_t=dict(embed_dim=(64, 128, 256, 384), depth=(0, 2, 8, 10), num_heads=(3, 3, 3, 4), key_dim=(16,) * 4),
     lsnet_s=dict(embed_dim=(96, 192, 320, 448), depth=(1, 2, 8, 10), num_heads=(3, 3, 3, 4), key_dim=(16,) * 4),
     lsnet_b=dict(embed_dim=(128, 256, 384, 512), depth=(4, 6, 8, 10), num_heads=(3, 3, 3, 4), key_dim=(16,) * 4),
+    # For smoke tests, after timm's test_* models: every block kind (RepVGGDW + SE, LSConv, attention)
+    # in a few thousand parameters; its 72 px default input leaves a 2x2 map for the stage-4 attention.
+    lsnet_test=dict(embed_dim=(8, 16, 16, 16), depth=(0, 2, 0, 2), num_heads=(2, 2, 2, 2), key_dim=(8,) * 4),
 )
+# The input side each variant's attention-bias tables are built for unless create_model is told otherwise.
+default_img_sizes = {"lsnet_t": 224, "lsnet_s": 224, "lsnet_b": 224, "lsnet_test": 72}
 
 
 def list_models():
-    """Names `create_model` accepts."""
+    """Names `create_model` accepts: the paper's lsnet_t/s/b, and lsnet_test, a tiny network with every
+    block kind for smoke tests (not a paper model); each also as `_distill`."""
     return sorted([*model_cfgs, *(f"{name}_distill" for name in model_cfgs)])
 
 
-def create_model(name, num_classes=1000, img_size=224, seed=None, **kwargs):
-    """Build an LSNet variant: lsnet_t, lsnet_s, lsnet_b, or their `_distill` versions (with head_dist).
+def create_model(name, num_classes=1000, img_size=None, seed=None, **kwargs):
+    """Build an LSNet variant: lsnet_t, lsnet_s, lsnet_b, lsnet_test (smoke tests), or their `_distill`
+    versions (with head_dist).
 
-    kwargs override the variant's architecture (embed_dim, depth, num_heads, key_dim) or pass
-    in_chans. `seed` seeds the initialisers (lsnet_ref.init.manual_seed) first.
+    `img_size` defaults to the variant's (`default_img_sizes`: 224, and 72 for lsnet_test). kwargs
+    override the variant's architecture (embed_dim, depth, num_heads, key_dim) or pass in_chans.
+    `seed` seeds the initialisers (lsnet_ref.init.manual_seed) first.
     """
     base = name[: -len("_distill")] if name.endswith("_distill") else name
     if base not in model_cfgs:
@@ -371,6 +379,7 @@ def create_model(name, num_classes=1000, img_size=224, seed=None, **kwargs):
     if seed is not None:
         init.manual_seed(seed)
     cfg = {**model_cfgs[base], **kwargs}
+    img_size = default_img_sizes[base] if img_size is None else img_size
     return LSNet(img_size=img_size, num_classes=num_classes, distillation=name.endswith("_distill"), **cfg)
 
 
