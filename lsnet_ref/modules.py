@@ -121,16 +121,21 @@ class Module:
             for name in own if name in given and tuple(given[name].shape) != own[name].shape
         ]
         problems = [f"size mismatch for {entry}" for entry in mismatched]
+        problems += [
+            f"{name}: checkpoint dtype {given[name].dtype} is not numeric"
+            for name in own if name in given and given[name].dtype.kind not in "biuf"
+        ]
         if strict and missing:
             problems.append(f"missing keys: {missing}")
         if strict and unexpected:
             problems.append(f"unexpected keys: {unexpected}")
         if problems:
             raise ValueError(f"load_state_dict for {type(self).__name__}:\n  " + "\n  ".join(problems))
-        for name, tensor in own.items():
-            if name in given:
-                value = np.array(given[name], dtype=tensor.dtype, order="C")  # a copy: never alias the source
-                tensor.data = backend.transfer(value, tensor.device)
+        # Every entry is converted before any is assigned, so a failure leaves the module as it was.
+        values = {name: np.array(given[name], dtype=tensor.dtype, order="C")  # copies: never alias the source
+                  for name, tensor in own.items() if name in given}
+        for name, value in values.items():
+            own[name].data = backend.transfer(value, own[name].device)
         return IncompatibleKeys(missing, unexpected)
 
     # ----- modes, devices, dtypes -----

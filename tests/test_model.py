@@ -28,6 +28,8 @@ SPEC_MACS = {"lsnet_t": 0.315e9, "lsnet_s": 0.537e9, "lsnet_b": 1.241e9}
 # ----- building the pair -----
 def tiny_config(name):
     base = name.removesuffix("_distill")
+    if base == "lsnet_test":  # already tiny
+        return lsnet.model_cfgs[base]
     return dict(TINY, depth=TINY_DEPTHS[base])
 
 
@@ -106,9 +108,20 @@ def check_training_step(name, dtype, config=None, img_size=TINY_SIZE, batch=4):
 
 
 # ----- tests -----
-@pytest.mark.parametrize("name", lsnet.list_models())
+@pytest.mark.parametrize("name", [name for name in lsnet.list_models() if name in SPEC_PARAMS])
 def test_parameter_counts_match_the_spec(name):
     assert count_params(lsnet.create_model(name)) == SPEC_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", ["lsnet_test", "lsnet_test_distill"])
+def test_the_smoke_test_variant_is_tiny_and_has_every_block_kind(name):
+    ours = lsnet.create_model(name, num_classes=10)
+    theirs = torch_lsnet.LSNet(72, 10, distillation=name.endswith("_distill"), **lsnet.model_cfgs["lsnet_test"])
+    assert count_params(ours) == sum(p.numel() for p in theirs.parameters()) < 10_000
+    kinds = {type(module).__name__ for module in ours.modules()}
+    assert {"RepVGGDW", "SqueezeExcite", "LSConv", "Attention"} <= kinds
+    attention_map = ours.forward_features(np.zeros((1, 3, 72, 72), np.float32))[-1].shape[2:]
+    assert min(attention_map) >= 2, f"stage-4 attention sees a {attention_map} map at the default input size"
 
 
 @pytest.mark.parametrize("name", ["lsnet_t", "lsnet_s", "lsnet_b_distill"])
@@ -277,3 +290,15 @@ def test_load_state_dict_reports_every_problem_at_once():
     message = str(error.value)
     assert "size mismatch for head.l.weight: checkpoint (11, 64), model (10, 64)" in message
     assert "missing keys: ['head.l.bias']" in message and "unexpected keys: ['extra.weight']" in message
+
+
+def test_load_state_dict_checks_every_entry_before_changing_any():
+    model = lsnet.create_model("lsnet_test", num_classes=10, seed=0)
+    before = {name: value.copy() for name, value in model.state_dict().items()}
+    state = {name: value + 1 if value.dtype.kind == "f" else value for name, value in before.items()}
+    last = list(state)[-1]
+    state[last] = np.full(state[last].shape, "1.5")  # numeric-looking strings: not numbers
+    with pytest.raises(ValueError, match=f"{last}: checkpoint dtype <U3 is not numeric"):
+        model.load_state_dict(state)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=f"{name} changed by a refused load")
