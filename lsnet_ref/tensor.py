@@ -6,6 +6,7 @@ orders those nodes topologically without recursion and runs their backward in re
 gradients into the leaves' `.grad`.
 """
 import contextlib
+import copy
 
 import numpy as np
 
@@ -121,6 +122,16 @@ class Tensor:
     def detach(self):
         """The same array, cut from the graph."""
         return Tensor(self.data)
+
+    def __deepcopy__(self, memo):
+        """A copy on the same device, cut from the graph; device arrays are copied on the device."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.data = backend.kernels_of(self.data).copy(self.data)
+        copied.requires_grad = self.requires_grad
+        copied.grad = copy.deepcopy(self.grad, memo)
+        copied.creator, copied.output_index = None, 0
+        return copied
 
     def to(self, device):
         """A copy on `device` (this tensor when it is already there)."""
