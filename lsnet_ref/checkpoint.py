@@ -1,37 +1,40 @@
-"""Checkpoints in PyTorch's zip format (and .npz) without importing torch.
+"""Checkpoints in PyTorch's zip format and .npz, read without torch and without running code.
 
 A `torch.save` file is a zip archive holding `<name>/data.pkl`, a pickle whose tensors point at raw
-little-endian storages `<name>/data/<key>`. Reading uses an unpickler that knows only the globals a
-tensor checkpoint needs and refuses every other one, so a checkpoint can never run code. Writing
-emits the same layout with a small pickle writer of our own, so that
-`torch.load(path, weights_only=True)` reads it back.
+little-endian storages `<name>/data/<key>`. The pickle is read by `torch_pickle`, an interpreter
+that can build data and nothing else. Every size a file declares is checked before anything is read
+or allocated, and a load may take at most 64 MiB plus 4 times the file's size, so that a small
+crafted file cannot claim gigabytes. Writing emits the same layout with a small pickle writer of
+our own, so that `torch.load(path, weights_only=True)` reads it back.
 """
-import argparse
+import ast
 import io
+import math
 import os
-import pickle
+import reprlib
 import struct
 import tempfile
 import zipfile
-from collections import OrderedDict
 
 import numpy as np
 
+from . import torch_pickle
+from .torch_pickle import STORAGE_DTYPES
+
 __all__ = ["CheckpointError", "load", "save", "load_checkpoint", "save_checkpoint", "extract_state_dict"]
 
-STORAGE_DTYPES = {
-    "FloatStorage": np.float32,
-    "DoubleStorage": np.float64,
-    "HalfStorage": np.float16,
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
-}
 STORAGE_NAMES = {np.dtype(dtype): name for name, dtype in STORAGE_DTYPES.items()}
 MODEL_KEYS = ("model", "model_ema", "state_dict")
+MEMORY_BASE = 64 << 20
+MEMORY_PER_FILE_BYTE = 4
+CHUNK = 1 << 20
+NPY_MAX_HEADER = 10000
+# .npy "descr" strings of the dtypes an .npz checkpoint may hold, both byte orders.
+NPY_DTYPES = {
+    np.dtype(code).newbyteorder(order).str: np.dtype(code).newbyteorder(order)
+    for code in ("b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16")
+    for order in "<>"
+}
 
 
 class CheckpointError(ValueError):
@@ -39,111 +42,140 @@ class CheckpointError(ValueError):
 
 
 # ----- reading -----
-def _rebuild_tensor(storage, offset, size, stride, *unused):
-    """An owning array of `size` and element `stride` over `storage` (bounds-checked)."""
-    size, stride = tuple(size), tuple(stride)
-    if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
-        raise CheckpointError(f"bad tensor layout: offset {offset}, size {size}, stride {stride}")
-    if 0 in size:
-        return np.zeros(size, storage.dtype)
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if last >= storage.size:
-        raise CheckpointError(f"tensor of size {size} at offset {offset} overruns its storage of {storage.size}")
-    view = np.lib.stride_tricks.as_strided(
-        storage[offset:], size, tuple(s * storage.itemsize for s in stride), writeable=False
-    )
-    return np.array(view, order="C")
+class _Budget:
+    """The memory one load may take: MEMORY_BASE plus MEMORY_PER_FILE_BYTE times the file's size."""
 
+    def __init__(self, path):
+        self.path, self.size = path, os.path.getsize(path)
+        self.limit = self.left = MEMORY_BASE + MEMORY_PER_FILE_BYTE * self.size
 
-def _rebuild_parameter(data, requires_grad, backward_hooks, *unused):
-    return data
-
-
-def _numpy_scalar(dtype, data):
-    return np.frombuffer(data, dtype=dtype, count=1)[0]
-
-
-class _StorageType:
-    def __init__(self, name):
-        self.dtype = np.dtype(STORAGE_DTYPES[name])
-
-
-_ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("argparse", "Namespace"): argparse.Namespace,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("_codecs", "encode"): lambda text, encoding="latin1": text.encode(encoding),
-    **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES},
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, data, archive, prefix, path):
-        super().__init__(io.BytesIO(data))
-        self.archive, self.prefix, self.path, self.storages = archive, prefix, path, {}
-
-    def find_class(self, module, name):
-        allowed = _ALLOWED_GLOBALS.get((module, name))
-        if allowed is None:
+    def charge(self, nbytes, what):
+        if nbytes > self.left:
             raise CheckpointError(
-                f"{self.path}: refuses the global {module}.{name}: a checkpoint may hold only tensors "
-                "and plain containers (this file could run code when unpickled)"
+                f"{self.path}: {what} would take the load past {self.limit} bytes, the most that a file of "
+                f"{self.size} bytes may take (64 MiB plus 4 times its size)"
             )
-        return allowed
-
-    def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise CheckpointError(f"{self.path}: unknown persistent id {pid!r}")
-        _, storage_type, key, _location, numel = pid
-        if not isinstance(storage_type, _StorageType):
-            raise CheckpointError(f"{self.path}: storage {key!r} has an unknown type")
-        if key not in self.storages:
-            raw = self.archive.read(f"{self.prefix}data/{key}")
-            dtype = storage_type.dtype.newbyteorder("<")
-            if len(raw) != numel * dtype.itemsize:
-                raise CheckpointError(
-                    f"{self.path}: storage {key!r} holds {len(raw)} bytes; {numel} x {dtype.itemsize} expected"
-                )
-            self.storages[key] = np.frombuffer(raw, dtype=dtype).astype(storage_type.dtype, copy=False)
-        return self.storages[key]
+        self.left -= nbytes
 
 
-def _read_torch_zip(path):
+def _member(archive, name, path):
+    """The ZipInfo of `name`, which may only be stored or deflated (bounded decompression)."""
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise CheckpointError(f"{path}: has no record {name!r}") from None
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 0x1:
+        raise CheckpointError(f"{path}: record {name!r} is encrypted or compressed with method "
+                              f"{info.compress_type}; only stored and deflated records are read")
+    return info
+
+
+def _read(stream, nbytes, path, name):
+    """Exactly `nbytes` from `stream` into a new uint8 array, in chunks (no larger buffer in between)."""
+    buffer = np.empty(nbytes, np.uint8)
+    view, filled = memoryview(buffer), 0
+    while filled < nbytes:
+        count = stream.readinto(view[filled : filled + CHUNK])
+        if not count:
+            raise CheckpointError(f"{path}: record {name!r} is truncated")
+        filled += count
+    return buffer
+
+
+def _read_member(archive, info, path):
+    with archive.open(info) as stream:
+        return _read(stream, info.file_size, path, info.filename)
+
+
+def _read_torch_zip(path, budget):
     with zipfile.ZipFile(path) as archive:
-        pickles = [name for name in archive.namelist() if name.endswith("data.pkl") and name.count("/") == 1]
+        names = archive.namelist()
+        pickles = [name for name in names if name.endswith("data.pkl") and name.count("/") == 1]
         if len(pickles) != 1:
             raise CheckpointError(f"{path}: not a PyTorch zip checkpoint (no single <name>/data.pkl record)")
         prefix = pickles[0][: -len("data.pkl")]
-        if f"{prefix}byteorder" in archive.namelist() and archive.read(f"{prefix}byteorder") != b"little":
-            raise CheckpointError(f"{path}: big-endian checkpoints are not supported")
-        return _RestrictedUnpickler(archive.read(pickles[0]), archive, prefix, path).load()
+        if f"{prefix}byteorder" in names:
+            info = _member(archive, f"{prefix}byteorder", path)
+            if info.file_size > 16 or _read_member(archive, info, path).tobytes() != b"little":
+                raise CheckpointError(f"{path}: big-endian checkpoints are not supported")
+        info = _member(archive, pickles[0], path)
+        budget.charge(info.file_size, "the pickle record")
+        data = _read_member(archive, info, path)
+
+        def storage(dtype, key, numel):
+            info = _member(archive, f"{prefix}data/{key}", path)
+            if info.file_size != numel * dtype.itemsize:
+                raise CheckpointError(f"{path}: storage {info.filename!r} holds {info.file_size} bytes; "
+                                      f"{numel} x {dtype.itemsize} expected")
+            budget.charge(info.file_size, f"storage {info.filename!r}")
+            return _read_member(archive, info, path).view(dtype.newbyteorder("<")).astype(dtype, copy=False)
+
+        try:
+            return torch_pickle.load(data, storage, budget.charge)
+        except torch_pickle.PickleRefused as error:
+            raise CheckpointError(f"{path}: {error}") from None
+
+
+def _npy_header(stream, path, name):
+    """(shape, fortran_order, dtype) from the header of a .npy record, refusing all but numeric dtypes."""
+    magic = _read(stream, 8, path, name).tobytes()
+    if magic[:6] != b"\x93NUMPY" or magic[6:] not in (b"\x01\x00", b"\x02\x00", b"\x03\x00"):
+        raise CheckpointError(f"{path}: record {name!r} is not a .npy array")
+    length_format, encoding = ("<H", "latin1") if magic[6] == 1 else ("<I", "latin1" if magic[6] == 2 else "utf-8")
+    length = struct.unpack(length_format, _read(stream, struct.calcsize(length_format), path, name))[0]
+    if length > NPY_MAX_HEADER:
+        raise CheckpointError(f"{path}: record {name!r} has a header of {length} bytes")
+    try:
+        header = ast.literal_eval(_read(stream, length, path, name).tobytes().decode(encoding))
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+        header = None
+    if not (type(header) is dict and set(header) == {"descr", "fortran_order", "shape"}
+            and type(header["descr"]) is str and header["descr"] in NPY_DTYPES
+            and type(header["fortran_order"]) is bool and type(header["shape"]) is tuple
+            and all(type(n) is int and n >= 0 for n in header["shape"])):
+        raise CheckpointError(f"{path}: record {name!r} is not a .npy array of a numeric dtype (object and "
+                              "structured dtypes are refused)")
+    return header["shape"], header["fortran_order"], NPY_DTYPES[header["descr"]]
+
+
+def _read_npz(path, budget):
+    arrays = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename
+            if not name.endswith(".npy"):
+                raise CheckpointError(f"{path}: record {name!r} is not a .npy array")
+            with archive.open(_member(archive, name, path)) as stream:
+                shape, fortran_order, dtype = _npy_header(stream, path, name)
+                nbytes = math.prod(shape) * dtype.itemsize
+                if info.file_size != stream.tell() + nbytes:
+                    raise CheckpointError(f"{path}: record {name!r} declares an array of shape {shape} "
+                                          f"({nbytes} bytes) but holds {info.file_size - stream.tell()}")
+                budget.charge(nbytes, f"record {name!r}")
+                data = _read(stream, nbytes, path, name)
+            arrays[name[: -len(".npy")]] = data.view(dtype).reshape(shape, order="F" if fortran_order else "C")
+    return arrays
 
 
 def load(path):
     """The object stored at `path` by `torch.save` or `save`: containers with ndarrays for tensors.
 
-    Raises CheckpointError (naming the file) for a missing, truncated or corrupt file, or one whose
-    pickle refers to anything but tensors and plain containers.
+    An `.npz` file gives a flat {name: ndarray}. Raises CheckpointError (naming the
+    file) for a missing, truncated or corrupt file, one whose pickle refers to anything but tensors
+    and plain containers, or one whose declared sizes would take more memory than its size allows.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                return {name: archive[name] for name in archive.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-            raise CheckpointError(f"{path}: unreadable .npz checkpoint ({error})") from error
     try:
-        return _read_torch_zip(path)
+        budget = _Budget(path)
+        return _read_npz(path, budget) if path.endswith(".npz") else _read_torch_zip(path, budget)
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, KeyError, OSError, ValueError, struct.error) as error:
+    except MemoryError:
+        raise CheckpointError(f"{path}: not enough memory to load it") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, struct.error, NotImplementedError, RuntimeError,
+            OverflowError) as error:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(error).__name__}: {error})") from error
 
 
@@ -163,8 +195,8 @@ def extract_state_dict(checkpoint, key=None, path="checkpoint"):
         state = next((checkpoint[k] for k in MODEL_KEYS if isinstance(checkpoint.get(k), dict)), checkpoint)
     arrays = {}
     for name, value in state.items():
-        if not isinstance(value, np.ndarray):
-            raise CheckpointError(f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor")
+        if type(name) is not str or not isinstance(value, np.ndarray):
+            raise CheckpointError(f"{path}: entry {reprlib.repr(name)} is a {type(value).__name__}, not a named tensor")
         arrays[name[len("module."):] if name.startswith("module.") else name] = value
     return arrays
 

@@ -57,6 +57,28 @@ def test_views_into_shared_storage_load_as_their_own_values(tmp_path):
         np.testing.assert_array_equal(loaded[name], tensor.numpy(), err_msg=name)
 
 
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_training_checkpoints_of_every_pickle_protocol_load(tmp_path, protocol):
+    # The authors' files: a Namespace of arguments, NumPy scalars, optimizer state, a parameter.
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))])
+    stored = {
+        "model": sample_state_dict(), "optimizer": optimizer.state_dict(), "epoch": 7,
+        "args": argparse.Namespace(lr=4e-3, model="lsnet_t", input_size=(3, 224), resume=None),
+        "max_accuracy": np.float64(74.9), "n": np.int64(-3), "ok": np.bool_(True), "half": np.float16(0.5),
+        "big": 2**100, "raw": b"\x00\xff", "text": "\u00e9\U0001f600", "p": torch.nn.Parameter(torch.ones(2)),
+    }
+    path = tmp_path / "train.pth"
+    torch.save(stored, path, pickle_protocol=protocol)
+    loaded = checkpoint.load(path)
+    assert vars(loaded["args"]) == vars(stored["args"]) and type(loaded["args"]) is argparse.Namespace
+    for name in ("max_accuracy", "n", "ok", "half"):
+        assert type(loaded[name]) is type(stored[name]) and loaded[name] == stored[name], name
+    assert loaded["big"] == 2**100 and loaded["raw"] == b"\x00\xff" and loaded["text"] == stored["text"]
+    assert loaded["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999) and loaded["epoch"] == 7
+    np.testing.assert_array_equal(loaded["p"], np.ones(2, np.float32))
+    assert_same_state(loaded["model"], stored["model"])
+
+
 def test_our_checkpoint_loads_in_torch_weights_only(tmp_path):
     state = {k: v.numpy() for k, v in sample_state_dict().items()}
     path = tmp_path / "ours.pth"
