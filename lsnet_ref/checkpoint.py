@@ -1,11 +1,12 @@
-"""Checkpoints in PyTorch's zip format and .npz, read without torch and without running code.
+"""Checkpoints in PyTorch's zip format, .npz and .safetensors, read without torch and without running code.
 
 A `torch.save` file is a zip archive holding `<name>/data.pkl`, a pickle whose tensors point at raw
 little-endian storages `<name>/data/<key>`. The pickle is read by `torch_pickle`, an interpreter
 that can build data and nothing else. Every size a file declares is checked before anything is read
 or allocated, and a load may take at most 64 MiB plus 4 times the file's size, so that a small
 crafted file cannot claim gigabytes. Writing emits the same layout with a small pickle writer of
-our own, so that `torch.load(path, weights_only=True)` reads it back.
+our own, so that `torch.load(path, weights_only=True)` reads it back. `.safetensors` files (the
+format of timm and Hugging Face, which holds tensors only) go through the `safetensors` package.
 """
 import ast
 import io
@@ -35,10 +36,11 @@ NPY_DTYPES = {
     for code in ("b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16")
     for order in "<>"
 }
+SAFETENSORS_EXTRA = "pip install 'lsnet-ref[safetensors]'"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read: missing, truncated, corrupt, or holding code."""
+    """A checkpoint file that cannot be read or written: missing, truncated, corrupt, or holding code."""
 
 
 # ----- reading -----
@@ -157,16 +159,37 @@ def _read_npz(path, budget):
     return arrays
 
 
+def _safetensors(path):
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise CheckpointError(f"{path}: .safetensors files need the safetensors package: {SAFETENSORS_EXTRA}") from None
+    return safetensors
+
+
+def _read_safetensors(path):
+    safetensors = _safetensors(path)
+    try:
+        return safetensors.numpy.load_file(path)
+    # The package raises TypeError or AttributeError for dtypes NumPy lacks (bfloat16, float8).
+    except (safetensors.SafetensorError, OSError, ValueError, TypeError, AttributeError, MemoryError) as error:
+        raise CheckpointError(
+            f"{path}: corrupt or unreadable .safetensors file ({type(error).__name__}: {error})"
+        ) from error
+
+
 def load(path):
     """The object stored at `path` by `torch.save` or `save`: containers with ndarrays for tensors.
 
-    An `.npz` file gives a flat {name: ndarray}. Raises CheckpointError (naming the
+    `.npz` and `.safetensors` files give a flat {name: ndarray}. Raises CheckpointError (naming the
     file) for a missing, truncated or corrupt file, one whose pickle refers to anything but tensors
     and plain containers, or one whose declared sizes would take more memory than its size allows.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.endswith(".safetensors"):
+        return _read_safetensors(path)
     try:
         budget = _Budget(path)
         return _read_npz(path, budget) if path.endswith(".npz") else _read_torch_zip(path, budget)
@@ -202,11 +225,11 @@ def extract_state_dict(checkpoint, key=None, path="checkpoint"):
 
 
 def load_checkpoint(path, key=None):
-    """{name: ndarray} of a model checkpoint: the authors' PyTorch files or our .pth / .npz files.
+    """{name: ndarray} of a model checkpoint: the authors' PyTorch files or our .pth / .npz / .safetensors files.
 
     Args:
         path: a `torch.save` zip file (a bare state dict or a dict holding "model" / "model_ema"),
-            or an .npz archive.
+            an .npz archive or a .safetensors file.
         key: which entry of a dict checkpoint to take (default: "model", then "model_ema").
     """
     return extract_state_dict(load(path), key, os.fspath(path))
@@ -318,18 +341,28 @@ def _write_atomically(path, write):
         raise
 
 
+def _flat_arrays(obj, path):
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in obj.items()):
+        raise TypeError(f"save: {os.path.basename(path)} holds a flat {{name: ndarray}} dict")
+    return obj
+
+
 def save(obj, path):
     """Store `obj` (nested dict/list/tuple of numbers, strings, None and ndarrays) at `path`.
 
-    A `.npz` path takes a flat {name: ndarray} dict; any other path gets PyTorch's zip format, which
-    `torch.load(path, weights_only=True)` reads with ndarrays as tensors. The write is atomic: a
-    crash leaves the previous file intact.
+    A `.npz` or `.safetensors` path takes a flat {name: ndarray} dict; any other path gets PyTorch's
+    zip format, which `torch.load(path, weights_only=True)` reads with ndarrays as tensors. The
+    write is atomic: a crash or a full disk leaves the previous file intact.
     """
     path = os.fspath(path)
     if path.endswith(".npz"):
-        if not isinstance(obj, dict) or not all(isinstance(v, np.ndarray) for v in obj.values()):
-            raise TypeError("save: an .npz checkpoint holds a flat {name: ndarray} dict")
-        _write_atomically(path, lambda stream: np.savez(stream, **obj))
+        arrays = _flat_arrays(obj, path)
+        _write_atomically(path, lambda stream: np.savez(stream, **arrays))
+        return
+    if path.endswith(".safetensors"):
+        arrays = _flat_arrays(obj, path)
+        data = _safetensors(path).numpy.save({name: np.asarray(a, order="C") for name, a in arrays.items()})
+        _write_atomically(path, lambda stream: stream.write(data))
         return
     writer = _TorchPickleWriter()
     data = writer.dump(obj)
@@ -347,7 +380,9 @@ def save(obj, path):
 
 
 def save_checkpoint(state_dict, path):
-    """Write a model's state dict ({name: ndarray or Tensor}) for this library and for torch.load."""
+    """Write a model's state dict ({name: ndarray or Tensor}) for this library and for torch.load.
+
+    The suffix picks the format: .npz, .safetensors, anything else PyTorch's zip format.
+    """
     arrays = {name: np.asarray(value.numpy() if hasattr(value, "numpy") else value) for name, value in state_dict.items()}
     save(arrays, path)
-

@@ -1,8 +1,9 @@
-"""Checkpoint files: PyTorch's zip format both ways, .npz, and the refusals."""
+"""Checkpoint files: PyTorch's zip format both ways, .npz, .safetensors, and the refusals."""
 import argparse
 import os
 import pickle
 import struct
+import sys
 import zipfile
 from collections import OrderedDict
 
@@ -189,3 +190,47 @@ def test_pickle_stream_is_protocol_2_with_tensor_rebuilds(tmp_path):
         data = archive.read("ours/data.pkl")
     assert data[:2] == b"\x80\x02" and b"_rebuild_tensor_v2" in data and b"FloatStorage" in data
     assert data[-1:] == b"."
+
+
+def test_safetensors_round_trip_and_interchange_with_the_safetensors_package(tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    state = {k: v.numpy() for k, v in sample_state_dict().items()}
+    state["transposed"] = state["head.l.weight"].T
+    path = tmp_path / "weights.safetensors"
+    save_checkpoint(state, path)
+    for loaded in (load_checkpoint(path), checkpoint.load(path)):
+        assert sorted(loaded) == sorted(state)
+        for name, array in state.items():
+            assert loaded[name].dtype == array.dtype and loaded[name].shape == array.shape, name
+            np.testing.assert_array_equal(loaded[name], array, err_msg=name)
+    theirs = safetensors_torch.load_file(path)
+    assert_same_state(dict(sorted(load_checkpoint(path).items())), dict(sorted(theirs.items())))
+    safetensors_torch.save_file(dict(sample_state_dict()), tmp_path / "hf.safetensors")
+    assert_same_state(dict(sorted(load_checkpoint(tmp_path / "hf.safetensors").items())),
+                      dict(sorted(sample_state_dict().items())))
+    with pytest.raises(TypeError, match="flat"):
+        checkpoint.save({"model": state}, tmp_path / "nested.safetensors")
+
+
+def test_corrupt_safetensors_is_a_clear_error(tmp_path):
+    pytest.importorskip("safetensors")
+    path = tmp_path / "cut.safetensors"
+    save_checkpoint({"w": np.ones(3, np.float32)}, path)
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(CheckpointError, match="cut.safetensors: corrupt"):
+        load_checkpoint(path)
+    header = b'{"w":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[0,4]}}'
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(4))
+    with pytest.raises(CheckpointError, match="cut.safetensors: corrupt or unreadable"):
+        load_checkpoint(path)
+
+
+def test_safetensors_without_the_package_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    for call in (lambda: load_checkpoint(tmp_path / "w.safetensors"),
+                 lambda: save_checkpoint({"w": np.ones(1)}, tmp_path / "x.safetensors")):
+        with pytest.raises(CheckpointError, match=r"safetensors package: pip install 'lsnet-ref\[safetensors\]'"):
+            call()
+    assert not (tmp_path / "x.safetensors").exists()

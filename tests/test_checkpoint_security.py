@@ -430,3 +430,14 @@ def test_mutated_pickles_and_archives_only_raise_checkpoint_errors(tmp_path, val
         except CheckpointError:
             pass
 
+
+def test_safetensors_with_offsets_outside_the_file_is_refused(tmp_path):
+    pytest.importorskip("safetensors")
+    header = b'{"w":{"dtype":"F32","shape":[1000000000],"data_offsets":[0,4000000000]}}'
+    path = tmp_path / "lying.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+    error, peak = load_with_peak(path)
+    assert "lying.safetensors" in str(error) and peak < PEAK_LIMIT
+    path.write_bytes(struct.pack("<Q", 10**12) + header)
+    with pytest.raises(CheckpointError, match="lying.safetensors"):
+        load(path)
