@@ -9,12 +9,14 @@ our own, so that `torch.load(path, weights_only=True)` reads it back. `.safetens
 format of timm and Hugging Face, which holds tensors only) go through the `safetensors` package.
 """
 import ast
+import contextlib
 import io
 import math
 import os
+import re
 import reprlib
+import secrets
 import struct
-import tempfile
 import zipfile
 
 import numpy as np
@@ -22,7 +24,10 @@ import numpy as np
 from . import torch_pickle
 from .torch_pickle import STORAGE_DTYPES
 
-__all__ = ["CheckpointError", "load", "save", "load_checkpoint", "save_checkpoint", "extract_state_dict"]
+__all__ = [
+    "CheckpointError", "CheckpointWriteError", "load", "save", "load_checkpoint", "save_checkpoint",
+    "extract_state_dict", "remove_stale_temporaries",
+]
 
 STORAGE_NAMES = {np.dtype(dtype): name for name, dtype in STORAGE_DTYPES.items()}
 MODEL_KEYS = ("model", "model_ema", "state_dict")
@@ -36,11 +41,16 @@ NPY_DTYPES = {
     for code in ("b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16")
     for order in "<>"
 }
+TEMPORARY_NAME = re.compile(r"\.tmp-[0-9a-z_]{8}.+")
 SAFETENSORS_EXTRA = "pip install 'lsnet-ref[safetensors]'"
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read or written: missing, truncated, corrupt, or holding code."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """Writing a checkpoint failed (disk full, read-only or missing folder); the previous file is untouched."""
 
 
 # ----- reading -----
@@ -327,18 +337,51 @@ class _TorchPickleWriter:
 
 
 def _write_atomically(path, write):
-    """Write through a temporary file in the same folder, then rename over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    """Write through a temporary file in the same folder, then rename it over `path`.
+
+    The temporary file is created with mode 0o666 less the umask, as `open` would (mkstemp's 0o600
+    would make every checkpoint private). An OSError (disk full, read-only or missing folder)
+    removes it and raises CheckpointWriteError naming `path`; the previous file stays as it was.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".tmp-{secrets.token_hex(4)}{name}")  # matches TEMPORARY_NAME
+    created = False
     try:
+        # O_BINARY: no newline translation on Windows.
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        created = True
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
+    except BaseException as error:
+        if created:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        if isinstance(error, OSError):
+            failure = CheckpointWriteError(f"{path}: cannot write the checkpoint ({error.strerror or error}); "
+                                           "the previous file, if any, is untouched")
+            failure.errno = error.errno
+            raise failure from error
         raise
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files (.tmp-XXXXXXXX<name>) that interrupted saves left in `folder`.
+
+    Returns the removed paths. Call it only while nothing is saving into `folder`: a save in
+    progress has a temporary file of the same form.
+    """
+    try:
+        with os.scandir(folder) as entries:
+            stale = [entry.path for entry in entries
+                     if TEMPORARY_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+    for path in stale:
+        os.unlink(path)
+    return sorted(stale)
 
 
 def _flat_arrays(obj, path):

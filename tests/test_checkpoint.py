@@ -1,7 +1,9 @@
-"""Checkpoint files: PyTorch's zip format both ways, .npz, .safetensors, and the refusals."""
+"""Checkpoint files: PyTorch's zip format both ways, .npz, .safetensors, atomic writes, and the refusals."""
 import argparse
+import errno
 import os
 import pickle
+import stat
 import struct
 import sys
 import zipfile
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 import lsnet_ref.checkpoint as checkpoint
-from lsnet_ref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lsnet_ref.checkpoint import CheckpointError, CheckpointWriteError, load_checkpoint, save_checkpoint
 
 
 def sample_state_dict():
@@ -168,13 +170,66 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def broken_writestr(self, name, data, *args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(zipfile.ZipFile, "writestr", broken_writestr)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointWriteError, match="weights.pth: cannot write the checkpoint .No space left") as caught:
         save_checkpoint({"w": np.zeros(3, np.float32)}, path)
+    assert caught.value.errno == errno.ENOSPC and isinstance(caught.value, OSError)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.pth"]
+
+
+def test_a_failed_rename_removes_the_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "weights.npz"
+    save_checkpoint({"w": np.ones(3, np.float32)}, path)
+    before = path.read_bytes()
+
+    def read_only(source, destination):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "replace", read_only)
+    with pytest.raises(CheckpointWriteError, match="weights.npz: .*Read-only file system"):
+        save_checkpoint({"w": np.zeros(3, np.float32)}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["weights.npz"]
+
+
+def test_saving_into_a_missing_folder_or_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    for path in (tmp_path / "file" / "weights.pth", tmp_path / "absent" / "weights.pth"):
+        with pytest.raises(CheckpointWriteError, match=f"{path}: cannot write the checkpoint"):
+            save_checkpoint({"w": np.ones(3, np.float32)}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_checkpoints_get_the_permissions_the_umask_gives_new_files(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        for name in ("weights.pth", "weights.npz"):
+            save_checkpoint({"w": np.ones(3, np.float32)}, tmp_path / name)
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+    finally:
+        os.umask(previous)
+
+
+def test_remove_stale_temporaries_deletes_only_what_an_interrupted_save_left(tmp_path, monkeypatch):
+    save_checkpoint({"w": np.ones(3, np.float32)}, tmp_path / "checkpoint.pth")
+    monkeypatch.setattr(os, "replace", lambda source, destination: None)  # the process dies before the rename
+    save_checkpoint({"w": np.zeros(3, np.float32)}, tmp_path / "checkpoint.pth")
+    monkeypatch.undo()
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert len(left) == 1
+    (tmp_path / ".tmp-abc_1234best.pth").write_bytes(b"older saver's name")
+    (tmp_path / ".tmp-short").write_bytes(b"not ours")
+    (tmp_path / "notes.txt").write_text("kept")
+    (tmp_path / ".tmp-12345678folder").mkdir()
+    removed = checkpoint.remove_stale_temporaries(tmp_path)
+    assert removed == sorted(str(tmp_path / name) for name in left + [".tmp-abc_1234best.pth"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-12345678folder", ".tmp-short", "checkpoint.pth",
+                                                          "notes.txt"]
+    np.testing.assert_array_equal(load_checkpoint(tmp_path / "checkpoint.pth")["w"], np.ones(3, np.float32))
+    assert checkpoint.remove_stale_temporaries(tmp_path / "absent") == []
 
 
 def test_unsupported_values_are_refused_before_writing(tmp_path):
