@@ -18,6 +18,7 @@ import reprlib
 import secrets
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -207,8 +208,8 @@ def load(path):
         raise
     except MemoryError:
         raise CheckpointError(f"{path}: not enough memory to load it") from None
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, struct.error, NotImplementedError, RuntimeError,
-            OverflowError) as error:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error, NotImplementedError,
+            RuntimeError, OverflowError) as error:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(error).__name__}: {error})") from error
 
 
