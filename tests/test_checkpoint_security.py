@@ -333,7 +333,7 @@ CODE_RUNNERS = {
     "obj": lambda m: b"(" + glob("posix", "system") + marker_command(m) + b"o",
     "newobj_ex": lambda m: glob("builtins", "eval") + tup(text(f"open('{m}', 'w')")) + b"}\x92",
     "ext1": lambda m: b"\x82\x01",
-    "allowed_global_as_attribute_source": lambda m: call(glob("collections", "OrderedDict")) + b"N"
+    "global_in_build_state": lambda m: call(glob("collections", "OrderedDict")) + b"N"
     + dictionary(__class__=glob("posix", "system")) + b"\x86b",
 }
 
