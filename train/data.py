@@ -7,7 +7,7 @@ number): not on the number of worker threads, and not on whether the run was res
 """
 import os
 import warnings
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -15,7 +15,7 @@ from PIL import Image
 
 __all__ = [
     "IMAGE_EXTENSIONS", "ImageFolder", "Loader", "RandomSampler", "RepeatedAugmentSampler",
-    "SequentialSampler", "SkippedImageWarning", "load_image",
+    "SequentialSampler", "SkippedImageWarning", "check_readable", "load_image",
 ]
 
 # torchvision also accepts .ppm .pgm .tif .tiff; ImageNet has none of them.
@@ -36,6 +36,23 @@ def load_image(path):
     closed on return. Raises whatever Pillow raises for a missing, unreadable or corrupt file."""
     with Image.open(path) as image:
         return image.convert("RGB")
+
+
+def check_readable(dataset):
+    """Raise ValueError when not one image of `dataset` (an ImageFolder) can be decoded, saying how many
+    failed and why: each kind of error with a count and its first file. Returns at the first image that
+    decodes, so a healthy folder costs one decode."""
+    counts, examples = Counter(), {}
+    for path, _ in dataset.samples:
+        try:
+            load_image(path)
+            return
+        except Exception as error:  # whatever Pillow raises for this file; counted and reported
+            kind = type(error).__name__
+            counts[kind] += 1
+            examples.setdefault(kind, f"{path}: {error}")
+    reasons = "; ".join(f"{count} x {kind}, first {examples[kind]}" for kind, count in counts.most_common())
+    raise ValueError(f"none of the {len(dataset.samples)} images in {dataset.root} can be read ({reasons})")
 
 
 class ImageFolder:
