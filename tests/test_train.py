@@ -3,6 +3,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -81,7 +82,7 @@ def test_a_tiny_model_learns_the_demo_task_well_above_chance(tmp_path):
 
 
 def stop_at(original, stop_epoch, stop_batch):
-    """A Loader.epoch that raises KeyboardInterrupt (Ctrl-C) before batch `stop_batch` of `stop_epoch`."""
+    """A Loader.epoch that sends SIGINT (Ctrl-C) before batch `stop_batch` of `stop_epoch`."""
 
     @contextlib.contextmanager
     def epoch(loader, epoch, start_batch=0):
@@ -89,7 +90,7 @@ def stop_at(original, stop_epoch, stop_batch):
             def interrupting():
                 for index, batch in enumerate(batches, start=start_batch):
                     if (epoch, index) == (stop_epoch, stop_batch):
-                        raise KeyboardInterrupt
+                        signal.raise_signal(signal.SIGINT)
                     yield batch
 
             yield interrupting()
@@ -102,9 +103,9 @@ def test_resume_after_ctrl_c_ends_with_the_weights_of_an_uninterrupted_run(data_
     assert run(*argv, "--output-dir", tmp_path / "straight") == 0
 
     monkeypatch.setattr(train.data.Loader, "epoch", stop_at(train.data.Loader.epoch, stop_epoch=1, stop_batch=3))
-    assert run(*argv, "--output-dir", tmp_path / "stopped") == 1  # Ctrl-C leaves a checkpoint
+    assert run(*argv, "--output-dir", tmp_path / "stopped") == 130  # Ctrl-C leaves a checkpoint
     interrupted = final_state(tmp_path / "stopped")
-    assert (interrupted["epoch"], interrupted["next_batch"]) == (0, 3)
+    assert (interrupted["epoch"], interrupted["next_batch"]) == (0, 4)  # batch 3's step finished first
     monkeypatch.undo()
     assert run(*argv, "--output-dir", tmp_path / "stopped", "--resume", tmp_path / "stopped" / "checkpoint.pth") == 0
 

@@ -15,11 +15,16 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Interrupted(Exception):
-    """Ctrl-C during an epoch; `next_batch` is the first batch not yet folded into an update."""
+    """A requested stop, raised at a step boundary. `next_batch`: the first batch of the epoch not yet
+    folded into an update; None when evaluation stopped (it leaves the model as it was)."""
 
-    def __init__(self, next_batch):
-        super().__init__(f"interrupted before batch {next_batch}")
+    def __init__(self, next_batch=None):
+        super().__init__("stopped" if next_batch is None else f"stopped before batch {next_batch}")
         self.next_batch = next_batch
+
+
+class NoImages(RuntimeError):
+    """Every image of a training epoch or an evaluation pass failed to load."""
 
 
 class Criterion:
@@ -44,21 +49,31 @@ class Criterion:
 
 
 def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, device, mixup=None, clip_grad=None,
-                    clip_mode="agc", ema=None, accum_steps=1, seed=0, start_batch=0, progress=True):
+                    clip_mode="agc", ema=None, accum_steps=1, seed=0, start_batch=0, losses=None,
+                    stop_requested=None, progress=True):
     """Train over one epoch of `loader`, from batch `start_batch`.
 
     The learning rate is set from `schedule` before every optimizer update; an update happens every
-    `accum_steps` batches. Returns {"lr", "loss"} (the last lr, the mean loss over the batches run).
-    Raises NonFiniteLoss on a NaN or infinite loss and Interrupted on Ctrl-C.
+    `accum_steps` batches. Each batch's loss is appended to `losses` (a list: pass the losses of the
+    epoch's batches before `start_batch` to have the mean cover the whole epoch). Returns {"lr",
+    "loss"}: the lr of the last update and the mean of `losses`.
+
+    `stop_requested()` is asked on entry and after each update (its accumulation batches,
+    clipping, AdamW and EMA all done); when true, Interrupted says where the epoch stands. Raises
+    NonFiniteLoss on a NaN or infinite loss, NoImages when the epoch had no readable image.
     """
     model.train()
     steps_per_epoch = len(loader) // accum_steps
-    losses, images_seen, started = [], 0, time.perf_counter()
-    lr = schedule.lr_at(epoch * steps_per_epoch + start_batch // accum_steps)
+    losses = [] if losses is None else losses
+    stop_requested = stop_requested or (lambda: False)
+    images_seen, started = 0, time.perf_counter()
+    # the lr of the last update before start_batch: what a resumed epoch with no update left returns
+    lr = schedule.lr_at(epoch * steps_per_epoch + max(start_batch // accum_steps - 1, 0))
     bar = tqdm(total=steps_per_epoch * accum_steps, initial=start_batch, desc=f"epoch {epoch}", disable=not progress,
                dynamic_ncols=True, leave=False)
-    next_batch = start_batch  # the first batch not yet folded into an optimizer update
     try:
+        if stop_requested():
+            raise Interrupted(start_batch)
         with loader.epoch(epoch, start_batch) as batches:
             for batch_index, (images, labels) in enumerate(batches, start=start_batch):
                 if batch_index >= steps_per_epoch * accum_steps:
@@ -86,25 +101,30 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, dev
                     optimizer.zero_grad()
                     if ema is not None:
                         ema.update(model)
-                    next_batch = batch_index + 1
+                    if stop_requested():
+                        raise Interrupted(batch_index + 1)
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1] if losses else float('nan'):.4f}", lr=f"{lr:.2e}",
                                 img_s=f"{images_seen / (time.perf_counter() - started):.1f}")
-    except KeyboardInterrupt:
-        optimizer.zero_grad()
-        raise Interrupted(next_batch) from None
     finally:
         bar.close()
-    return {"lr": lr, "loss": float(np.mean(losses)) if losses else float("nan")}
+    if not losses:
+        raise NoImages(f"epoch {epoch}: no training image could be read")
+    return {"lr": lr, "loss": float(np.mean(losses))}
 
 
-def evaluate(model, loader, *, device, progress=True):
-    """Cross-entropy, top-1 and top-5 accuracy (percent) of `model` in eval mode over one pass."""
+def evaluate(model, loader, *, device, stop_requested=None, progress=True):
+    """Cross-entropy, top-1 and top-5 accuracy (percent) of `model` in eval mode over one pass, and the
+    number of images evaluated ("images"; unreadable ones are skipped). Raises Interrupted when
+    `stop_requested()` turns true between batches, NoImages when no image could be read."""
     model.eval()
+    stop_requested = stop_requested or (lambda: False)
     total, loss_sum, top1, top5 = 0, 0.0, 0, 0
     with L.no_grad(), loader.epoch(0) as batches:
         for images, labels in tqdm(batches, total=len(loader), desc="eval", disable=not progress,
                                    dynamic_ncols=True, leave=False):
+            if stop_requested():
+                raise Interrupted()
             if not len(labels):
                 continue
             logits = model(L.Tensor(images, device=device))
@@ -115,5 +135,5 @@ def evaluate(model, loader, *, device, progress=True):
             top5 += int((best == labels[:, None]).any(axis=1).sum())
             total += len(labels)
     if total == 0:
-        raise ValueError("evaluate: the evaluation loader produced no images")
-    return {"loss": loss_sum / total, "acc1": 100.0 * top1 / total, "acc5": 100.0 * top5 / total}
+        raise NoImages("no validation image could be read")
+    return {"loss": loss_sum / total, "acc1": 100.0 * top1 / total, "acc5": 100.0 * top5 / total, "images": total}

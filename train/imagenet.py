@@ -5,15 +5,22 @@
 
 The data folder holds train/<class>/*.JPEG and val/<class>/*.JPEG. Every epoch writes
 <output-dir>/checkpoint.pth (atomically; best.pth too when top-1 improves) and appends one JSON
-line to <output-dir>/log.txt. --resume continues a run exactly where it stopped (also after Ctrl-C);
---eval --resume FILE reports top-1/top-5 of a checkpoint, the authors' files included.
+line to <output-dir>/log.txt. --resume continues a run exactly where it stopped; --eval --resume FILE
+reports top-1/top-5 of a checkpoint, the authors' files included.
+
+Ctrl-C stops at the next step boundary: the current optimizer update (all its accumulation batches,
+clipping, AdamW and EMA) finishes, checkpoint.pth records where the run stands, and the command
+exits with status 130. A second Ctrl-C stops at once and saves nothing (the last checkpoint stays as
+it was); while a file is being written, it waits for the write to end.
 
 All randomness derives from --seed: a sample's augmentation from (seed, epoch, position), so a run
 resumed from a checkpoint ends with the same weights as one that never stopped.
 """
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 
@@ -21,12 +28,12 @@ import numpy as np
 
 import lsnet_ref as L
 from lsnet_ref import checkpoint as ckpt
-from lsnet_ref.env import CudaUnavailableError
+from lsnet_ref.env import CudaUnavailableError, require_cuda
 from lsnet_ref.optim import AdamW, CosineSchedule, ModelEMA, param_groups_weight_decay
 
-from .data import ImageFolder, Loader, RandomSampler, RepeatedAugmentSampler, SequentialSampler
+from .data import ImageFolder, Loader, RandomSampler, RepeatedAugmentSampler, SequentialSampler, check_readable
 from .demo import demo_dataset
-from .engine import Criterion, Interrupted, NonFiniteLoss, evaluate, train_one_epoch
+from .engine import Criterion, Interrupted, NoImages, NonFiniteLoss, evaluate, train_one_epoch
 from .mixup import Mixup
 from .transforms import build_eval_transform, build_train_transform
 
@@ -37,11 +44,62 @@ RECIPE = dict(epochs=300, batch_size=256, input_size=224, lr=1e-3, warmup_epochs
 # erasing and repeated augmentation slow learning from scratch on 2,600 images to a crawl.
 DEMO = dict(epochs=15, batch_size=64, input_size=64, lr=1.6e-2, warmup_epochs=1, model_ema_decay=0.99,
             mixup=0.0, cutmix=0.0, reprob=0.0, aa="none", repeated_aug=False)
-WEIGHT_DECAY = {"t": 0.025, "s": 0.025, "b": 0.05}
+WEIGHT_DECAY = {"t": 0.025, "s": 0.025, "b": 0.05, "test": 0.025}
+EXIT_INTERRUPTED = 130  # the shell's status for a command stopped by SIGINT
 
 
 class TrainingError(Exception):
     """A problem found before or during training, reported as one clear message."""
+
+
+class Stopped(Exception):
+    """Training stopped by Ctrl-C; the message says what was saved and how to continue."""
+
+
+class CtrlCHandler:
+    """SIGINT while training, as a context manager that restores the previous handler on exit.
+
+    The first Ctrl-C only sets a flag (stop_requested): training stops at the next step boundary. A
+    second raises KeyboardInterrupt at once, unless files are being written (`deferred()`): then it
+    is raised when the writing ends. A process that ignores SIGINT (started with `&` by a script)
+    keeps ignoring it.
+    """
+
+    def __init__(self):
+        self.presses = 0
+        self.writing = False
+
+    def __enter__(self):
+        self.previous = signal.getsignal(signal.SIGINT)
+        if self.previous is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self.handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        signal.signal(signal.SIGINT, self.previous)
+
+    def stop_requested(self):
+        return self.presses > 0
+
+    def handle(self, signum, frame):
+        self.presses += 1
+        if self.presses == 1:
+            # os.write: print could re-enter a stderr write (a progress bar's) that the signal interrupted
+            os.write(2, b"\nCtrl-C: stopping after the current step to save a checkpoint; "
+                        b"Ctrl-C again stops at once without saving\n")
+        elif not self.writing:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """A block during which a second Ctrl-C waits (checkpoint and log writes)."""
+        self.writing = True
+        try:
+            yield
+        finally:
+            self.writing = False
+        if self.presses > 1:
+            raise KeyboardInterrupt
 
 
 def preset_default(name):
@@ -54,7 +112,9 @@ def build_parser():
         prog="python -m train.imagenet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add = parser.add_argument
-    add("--variant", choices=("t", "s", "b"), default="t", help="LSNet-T, -S or -B (default: %(default)s)")
+    add("--variant", choices=("t", "s", "b", "test"), default="t",
+        help="LSNet-T, -S or -B; 'test' is lsnet_test, a tiny network with every block kind for smoke tests "
+             "(72 px input unless --input-size says otherwise) (default: %(default)s)")
     for knob in ("embed-dim", "depth", "num-heads", "key-dim"):
         add(f"--{knob}", type=int, nargs=4, metavar="N",
             help=f"override the variant's per-stage {knob.replace('-', ' ')} (experiments; default: the variant's)")
@@ -102,6 +162,8 @@ def build_parser():
 
 def resolve(args):
     """Fill the defaults that depend on the dataset and variant; check the arguments."""
+    if args.variant == "test" and args.input_size is None:
+        args.input_size = L.lsnet.default_img_sizes["lsnet_test"]
     preset = DEMO if args.data_path == "demo" else RECIPE
     for name, value in preset.items():
         if getattr(args, name) is None:
@@ -132,6 +194,12 @@ def open_datasets(args):
         raise TrainingError(f"--data-path {root}: {error}") from error
     if train_set is not None and train_set.classes != val_set.classes:
         raise TrainingError(f"--data-path {root}: train/ and val/ hold different classes")
+    try:
+        for dataset in (val_set, train_set):
+            if dataset is not None:
+                check_readable(dataset)
+    except ValueError as error:
+        raise TrainingError(f"--data-path {root}: {error}") from None
     return train_set, val_set
 
 
@@ -172,6 +240,8 @@ def read_checkpoint(path, flag):
 
 def run(args):
     args = resolve(args)
+    if args.device == "cuda":
+        require_cuda()  # before any data is read
     train_set, val_set = open_datasets(args)
     num_classes = len(val_set.classes)
     name = f"lsnet_{args.variant}" + ("_distill" if args.distillation_type == "hard" else "")
@@ -186,8 +256,9 @@ def run(args):
                         workers=args.workers, drop_last=False)
     if args.eval:
         stats = evaluate(model, val_loader, device=args.device, progress=args.progress)
+        skipped = f" ({val_loader.skipped} unreadable ones skipped)" if val_loader.skipped else ""
         print(f"{args.resume}: top-1 {stats['acc1']:.2f}%  top-5 {stats['acc5']:.2f}%  loss {stats['loss']:.4f} "
-              f"on {len(val_set)} images")
+              f"on {stats['images']} images{skipped}")
         return stats
 
     teacher = build_teacher(args.teacher_path, num_classes, args.device) if args.distillation_type == "hard" else None
@@ -211,65 +282,106 @@ def run(args):
     n_parameters = L.count_params(model)
 
     start_epoch, start_batch, max_accuracy = 0, 0, 0.0
+    resumed_losses, resumed_skipped = [], 0  # of the batches before start_batch
     if resumed is not None:
+        start_epoch, start_batch = resumed["epoch"] + 1, resumed.get("next_batch", 0)
         optimizer.load_state_dict(resumed["optimizer"])
         if ema is not None and "model_ema" in resumed:
             load_weights(ema.module, resumed["model_ema"], args.resume, f"{name} (EMA)")
-        start_epoch, start_batch = resumed["epoch"] + 1, resumed.get("next_batch", 0)
         max_accuracy = resumed.get("max_accuracy", 0.0)
+        resumed_losses = [float(value) for value in resumed.get("epoch_losses", [])]
+        resumed_skipped = int(resumed.get("epoch_skipped", 0))
 
     os.makedirs(args.output_dir, exist_ok=True)
+    checkpoint_path = os.path.join(args.output_dir, "checkpoint.pth")
 
-    def save(path, epoch, next_batch):
+    def save(path, epoch, next_batch, losses=(), skipped=0):
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                  "next_batch": next_batch, "max_accuracy": max_accuracy, "seed": args.seed, "model_name": name,
                  "n_parameters": n_parameters, "args": {k: v for k, v in vars(args).items()}}
         if ema is not None:
             state["model_ema"] = ema.module.state_dict()
+        if next_batch:  # mid-epoch: the epoch's losses and skipped images so far, for its log line
+            state.update(epoch_losses=np.asarray(losses, np.float64), epoch_skipped=skipped)
         ckpt.save(state, path)
 
     print(f"{name}: {n_parameters:,} parameters, {len(train_set)} training / {len(val_set)} validation images, "
           f"{num_classes} classes, {steps_per_epoch} steps per epoch on {args.device}")
     stats = {}
-    for epoch in range(start_epoch, args.epochs):
-        started, skipped_before = time.perf_counter(), train_loader.skipped
+    with CtrlCHandler() as ctrl_c:
         try:
-            train_stats = train_one_epoch(
-                model, criterion, train_loader, optimizer, schedule, epoch, device=args.device, mixup=mixup,
-                clip_grad=args.clip_grad or None, clip_mode=args.clip_mode, ema=ema, accum_steps=args.accum_steps,
-                seed=args.seed, start_batch=start_batch if epoch == start_epoch else 0, progress=args.progress)
-        except Interrupted as interruption:
-            save(os.path.join(args.output_dir, "checkpoint.pth"), epoch - 1, interruption.next_batch)
-            raise TrainingError(f"interrupted; --resume {os.path.join(args.output_dir, 'checkpoint.pth')} continues "
-                                f"at epoch {epoch}, batch {interruption.next_batch}") from None
-        except NonFiniteLoss as error:
-            raise TrainingError(f"{error}; the last good checkpoint in {args.output_dir} is untouched") from None
-        test_stats = evaluate(model, val_loader, device=args.device, progress=args.progress)
-        stats = {**{f"train_{k}": v for k, v in train_stats.items()}, **{f"test_{k}": v for k, v in test_stats.items()}}
-        if ema is not None:
-            stats["test_ema_acc1"] = evaluate(ema.module, val_loader, device=args.device, progress=args.progress)["acc1"]
-        stats.update(epoch=epoch, n_parameters=n_parameters, skipped_images=train_loader.skipped - skipped_before)
-        improved = test_stats["acc1"] > max_accuracy
-        max_accuracy = max(max_accuracy, test_stats["acc1"])
-        save(os.path.join(args.output_dir, "checkpoint.pth"), epoch, 0)
-        if improved:
-            save(os.path.join(args.output_dir, "best.pth"), epoch, 0)
-        with open(os.path.join(args.output_dir, "log.txt"), "a") as log:
-            log.write(json.dumps(stats) + "\n")
-        ema_text = f", EMA {stats['test_ema_acc1']:.1f}%" if ema is not None else ""
-        print(f"epoch {epoch}: train loss {train_stats['loss']:.4f}, lr {train_stats['lr']:.2e}, "
-              f"val top-1 {test_stats['acc1']:.1f}% (best {max_accuracy:.1f}%{ema_text}), top-5 {test_stats['acc5']:.1f}%, "
-              f"{time.perf_counter() - started:.0f} s")
+            for epoch in range(start_epoch, args.epochs):
+                resuming = epoch == start_epoch
+                losses = resumed_losses if resuming else []
+                started = time.perf_counter()
+                # skipped counts cover a resumed epoch whole, the part before the checkpoint included
+                train_before = train_loader.skipped - (resumed_skipped if resuming else 0)
+                val_before = val_loader.skipped
+                try:
+                    train_stats = train_one_epoch(
+                        model, criterion, train_loader, optimizer, schedule, epoch, device=args.device, mixup=mixup,
+                        clip_grad=args.clip_grad or None, clip_mode=args.clip_mode, ema=ema,
+                        accum_steps=args.accum_steps, seed=args.seed, start_batch=start_batch if resuming else 0,
+                        losses=losses, stop_requested=ctrl_c.stop_requested, progress=args.progress)
+                    test_stats = evaluate(model, val_loader, device=args.device, stop_requested=ctrl_c.stop_requested,
+                                          progress=args.progress)
+                    val_skipped = val_loader.skipped - val_before
+                    ema_stats = (evaluate(ema.module, val_loader, device=args.device,
+                                          stop_requested=ctrl_c.stop_requested, progress=args.progress)
+                                 if ema is not None else None)
+                except Interrupted as stop:  # next_batch None: evaluation stopped, after the epoch's training
+                    next_batch = steps_per_epoch * args.accum_steps if stop.next_batch is None else stop.next_batch
+                    with ctrl_c.deferred():
+                        save(checkpoint_path, epoch - 1, next_batch, losses, train_loader.skipped - train_before)
+                    continuation = f"--resume {checkpoint_path} continues at epoch {epoch}, batch {next_batch}"
+                    raise Stopped(continuation) from None
+                except NonFiniteLoss as error:
+                    raise TrainingError(f"{error}; the last good checkpoint in {args.output_dir} is untouched") from None
+                except NoImages as error:
+                    raise TrainingError(f"{error}: {train_loader.skipped - train_before} training and "
+                                        f"{val_loader.skipped - val_before} validation images were unreadable this "
+                                        "epoch (the warnings name them)") from None
+                train_skipped = train_loader.skipped - train_before
+                stats = {**{f"train_{k}": v for k, v in train_stats.items()},
+                         **{f"test_{k}": v for k, v in test_stats.items()}}
+                if ema is not None:
+                    stats["test_ema_acc1"] = ema_stats["acc1"]
+                stats.update(epoch=epoch, n_parameters=n_parameters, skipped_images=train_skipped)
+                improved = test_stats["acc1"] > max_accuracy
+                max_accuracy = max(max_accuracy, test_stats["acc1"])
+                with ctrl_c.deferred():
+                    save(checkpoint_path, epoch, 0)
+                    if improved:
+                        save(os.path.join(args.output_dir, "best.pth"), epoch, 0)
+                    with open(os.path.join(args.output_dir, "log.txt"), "a") as log:
+                        log.write(json.dumps(stats) + "\n")
+                ema_text = f", EMA {stats['test_ema_acc1']:.1f}%" if ema is not None else ""
+                print(f"epoch {epoch}: train loss {train_stats['loss']:.4f}, lr {train_stats['lr']:.2e}, "
+                      f"val top-1 {test_stats['acc1']:.1f}% (best {max_accuracy:.1f}%{ema_text}), "
+                      f"top-5 {test_stats['acc5']:.1f}%, unreadable images skipped: {train_skipped} train, "
+                      f"{val_skipped} val, {time.perf_counter() - started:.0f} s")
+        except KeyboardInterrupt:
+            last = (f"--resume {checkpoint_path} continues from the last checkpoint" if os.path.exists(checkpoint_path)
+                    else "no checkpoint was written")
+            raise Stopped(f"stopped at once by a second Ctrl-C, losing the work since the last checkpoint; "
+                          f"{last}") from None
     return stats
 
 
 def main(argv=None):
+    """The command line: 0 when training or evaluation ends, 1 on an error, 130 when Ctrl-C stopped it."""
     args = build_parser().parse_args(argv)
     try:
         run(args)
     except (TrainingError, CudaUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except Stopped as stop:
+        print(f"interrupted: {stop}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -1,0 +1,207 @@
+"""`python -m train.imagenet` under faults, run through main() as a user runs it.
+
+Ctrl-C at any point of a step, then --resume, ends bitwise equal to a run that never stopped (CPU);
+unreadable data is an `error:` line and no traceback. Interrupts are real SIGINTs, raised from inside
+the code they should interrupt.
+"""
+import os
+import signal
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import kernels.cpu
+import lsnet_ref as L
+import train.data
+import train.engine
+from lsnet_ref import checkpoint as ckpt
+from train import imagenet
+
+# The recipe's augmentation (mixup, cutmix, RandAugment, erasing, repeated augmentation) on 16 training
+# images: 4 batches of 4, 2 optimizer steps of 2 accumulated batches per epoch.
+FAST = ["--variant", "test", "--batch-size", 4, "--workers", 1, "--no-progress"]
+RESUMABLE = [*FAST, "--epochs", 2, "--accum-steps", 2]
+
+
+def write_images(root, per_class, seed=0):
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for name in ("a", "b"):
+            os.makedirs(root / split / name, exist_ok=True)
+            for index in range(count):
+                pixels = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{index}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """2 classes, 8 training and 2 validation images each, 24 px."""
+    return write_images(tmp_path_factory.mktemp("data"), {"train": 8, "val": 2})
+
+
+def run(*argv):
+    return imagenet.main([str(a) for a in argv])
+
+
+def only_error_line(capsys):
+    """The single `error:` line a refused command printed on stderr."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def straight(data_root, tmp_path_factory):
+    """The folder of a run that never stopped."""
+    output = tmp_path_factory.mktemp("straight")
+    assert run("--data-path", data_root, *RESUMABLE, "--output-dir", output) == 0
+    return output
+
+
+def assert_same_run(expected_dir, actual_dir):
+    """Same weights, EMA, optimizer state, position and log, bit for bit."""
+    expected, actual = (ckpt.load(os.path.join(d, "checkpoint.pth")) for d in (expected_dir, actual_dir))
+    for part in ("model", "model_ema"):
+        assert expected[part].keys() == actual[part].keys()
+        for name, value in expected[part].items():
+            np.testing.assert_array_equal(actual[part][name], value, err_msg=f"{part} {name}")
+    assert expected["optimizer"]["state"].keys() == actual["optimizer"]["state"].keys()
+    for index, entry in expected["optimizer"]["state"].items():
+        assert actual["optimizer"]["state"][index]["step"] == entry["step"]
+        for moment in ("exp_avg", "exp_avg_sq"):
+            np.testing.assert_array_equal(actual["optimizer"]["state"][index][moment], entry[moment])
+    for key in ("epoch", "next_batch", "max_accuracy"):
+        assert actual[key] == expected[key], key
+    with open(os.path.join(expected_dir, "log.txt")) as a, open(os.path.join(actual_dir, "log.txt")) as b:
+        assert a.read() == b.read()
+
+
+def sigint_on_call(monkeypatch, owner, name, call, presses=1, before=None):
+    """Make owner.name raise SIGINT `presses` times on entering its `call`-th call (1-based), after
+    calling before(); returns the list of calls seen."""
+    original = getattr(owner, name)
+    calls = []
+
+    def interrupting(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == call:
+            if before is not None:
+                before()
+            for _ in range(presses):
+                signal.raise_signal(signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, interrupting)
+    return calls
+
+
+def float_entries():
+    return sum(1 for v in L.create_model("lsnet_test", num_classes=2).state_dict().values() if v.dtype.kind == "f")
+
+
+def parameter_count():
+    return len(list(L.create_model("lsnet_test", num_classes=2).parameters()))
+
+
+# (where, owner, name, call number, the (epoch, next_batch) the checkpoint must record). Steps 1-2 make
+# epoch 0 (batches 0-3), steps 3-4 epoch 1; the stop comes after the step the signal fell in.
+INTERRUPTS = [
+    ("loader, a step's first batch", lambda: train.data._EpochIterator, "__next__", lambda: 1, (-1, 2)),
+    ("loader, the second accumulated batch", lambda: train.data._EpochIterator, "__next__", lambda: 2, (-1, 2)),
+    ("forward", lambda: train.engine.Criterion, "__call__", lambda: 3, (-1, 4)),
+    ("backward", lambda: L.Tensor, "backward", lambda: 6, (0, 2)),
+    ("gradient clipping", lambda: train.engine, "clip_gradients", lambda: 3, (0, 2)),
+    ("inside AdamW", lambda: kernels.cpu, "adamw_update", lambda: 7, (-1, 2)),
+    ("inside the EMA update", lambda: kernels.cpu, "ema_update", lambda: 2 * float_entries() + 5, (0, 2)),
+    ("evaluation", lambda: imagenet, "evaluate", lambda: 2, (-1, 4)),
+    ("checkpoint write", lambda: os, "fsync", lambda: 1, (0, 0)),
+]
+
+
+@pytest.mark.parametrize("where, owner, name, call, stopped_at", INTERRUPTS, ids=[case[0] for case in INTERRUPTS])
+def test_ctrl_c_then_resume_equals_a_run_that_never_stopped(data_root, straight, tmp_path, monkeypatch, capsys,
+                                                            where, owner, name, call, stopped_at):
+    output, handler = tmp_path / "run", signal.getsignal(signal.SIGINT)
+    calls = sigint_on_call(monkeypatch, owner(), name, call())
+    assert run("--data-path", data_root, *RESUMABLE, "--output-dir", output) == 130
+    assert len(calls) >= call()
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is handler
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"continues at epoch {stopped_at[0] + 1}, batch {stopped_at[1]}" in err
+    saved = ckpt.load(output / "checkpoint.pth")
+    assert (saved["epoch"], saved["next_batch"]) == stopped_at
+    assert run("--data-path", data_root, *RESUMABLE, "--output-dir", output, "--resume", output / "checkpoint.pth") == 0
+    assert_same_run(straight, output)
+
+
+def test_a_second_ctrl_c_inside_adamw_stops_at_once_and_keeps_the_last_checkpoint(data_root, straight, tmp_path,
+                                                                                   monkeypatch, capsys):
+    """Two presses in the middle of step 3's AdamW update: some parameters have taken the step, so
+    nothing may be saved; checkpoint.pth stays the one of epoch 0, byte for byte, and resumes exactly."""
+    output, kept = tmp_path / "run", {}
+    sigint_on_call(monkeypatch, kernels.cpu, "adamw_update", 2 * parameter_count() + 7, presses=2,
+                   before=lambda: kept.update(checkpoint=(output / "checkpoint.pth").read_bytes()))
+    assert run("--data-path", data_root, *RESUMABLE, "--output-dir", output) == 130
+    monkeypatch.undo()
+    assert "second Ctrl-C" in capsys.readouterr().err
+    assert (output / "checkpoint.pth").read_bytes() == kept["checkpoint"]
+    assert [n for n in os.listdir(output) if n.startswith(".tmp-")] == []
+    assert run("--data-path", data_root, *RESUMABLE, "--output-dir", output, "--resume", output / "checkpoint.pth") == 0
+    assert_same_run(straight, output)
+
+
+def test_two_ctrl_c_during_a_checkpoint_write_let_the_write_finish(data_root, straight, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "run"
+    sigint_on_call(monkeypatch, os, "fsync", 1, presses=2)
+    assert run("--data-path", data_root, *RESUMABLE, "--output-dir", output) == 130
+    monkeypatch.undo()
+    assert "Traceback" not in capsys.readouterr().err
+    saved = ckpt.load(output / "checkpoint.pth")  # complete and readable
+    assert (saved["epoch"], saved["next_batch"]) == (0, 0)
+    assert run("--data-path", data_root, *RESUMABLE, "--output-dir", output, "--resume", output / "checkpoint.pth") == 0
+    assert_same_run(straight, output)
+
+
+def test_a_process_that_ignores_sigint_keeps_ignoring_it():
+    """A job started with `&` by a script ignores SIGINT; training must not take it up."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with imagenet.CtrlCHandler():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ----- unreadable images -----
+def spoil(files):
+    for path in files:
+        path.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_split_without_one_readable_image_is_an_error_before_training(tmp_path, capsys, split):
+    root = write_images(tmp_path / "data", {"train": 8, "val": 2})
+    spoil((root / split).rglob("*.png"))
+    assert run("--data-path", root, *FAST, "--epochs", 1, "--output-dir", tmp_path / "out") == 1
+    line = only_error_line(capsys)
+    count = 16 if split == "train" else 4
+    assert f"none of the {count} images in {root / split} can be read" in line and "UnidentifiedImageError" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_skipped_images_are_counted_in_the_epoch_line_and_by_eval(tmp_path, capsys):
+    root = write_images(tmp_path / "data", {"train": 8, "val": 2})
+    spoil([root / "train" / "a" / "0.png", root / "val" / "b" / "1.png"])
+    with pytest.warns(train.data.SkippedImageWarning):
+        assert run("--data-path", root, *FAST, "--epochs", 1, "--no-repeated-aug",
+                   "--output-dir", tmp_path / "out") == 0
+        assert run("--data-path", root, *FAST, "--eval", "--resume", tmp_path / "out" / "checkpoint.pth") == 0
+    out = capsys.readouterr().out
+    assert "unreadable images skipped: 1 train, 1 val" in out
+    assert "on 3 images (1 unreadable ones skipped)" in out
