@@ -135,7 +135,7 @@ def test_non_finite_loss_stops_and_leaves_the_last_checkpoint_intact(data_root, 
     broken["model"] = {k: (np.full_like(v, np.nan) if k.endswith("c.weight") else v) for k, v in broken["model"].items()}
     ckpt.save(broken, tmp_path / "nan.pth")
     assert run("--data-path", data_root, "--epochs", 2, "--output-dir", output, "--resume", tmp_path / "nan.pth",
-               *QUICK) == 1
+               *QUICK) == 2
     assert "loss is nan" in capsys.readouterr().err
     assert (output / "checkpoint.pth").read_bytes() == good
 
@@ -152,7 +152,7 @@ def test_bad_data_folders_are_clear_errors_before_any_work(tmp_path, capsys, cas
     if case == "no_split":
         (root / "cats").mkdir()
         (root / "cats" / "a.png").write_bytes(b"")
-    assert run("--data-path", root, "--output-dir", tmp_path / "out", *QUICK) == 1
+    assert run("--data-path", root, "--output-dir", tmp_path / "out", *QUICK) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: --data-path") and message in error
     assert not (tmp_path / "out").exists()
@@ -161,7 +161,7 @@ def test_bad_data_folders_are_clear_errors_before_any_work(tmp_path, capsys, cas
 def test_checkpoint_of_another_variant_is_a_clear_error(data_root, tmp_path, capsys):
     other = L.create_model("lsnet_s", num_classes=10, img_size=32)
     L.save_checkpoint(other.state_dict(), tmp_path / "s.pth")
-    assert run("--data-path", data_root, "--resume", tmp_path / "s.pth", "--output-dir", tmp_path / "out", *QUICK) == 1
+    assert run("--data-path", data_root, "--resume", tmp_path / "s.pth", "--output-dir", tmp_path / "out", *QUICK) == 2
     error = capsys.readouterr().err
     assert "s.pth does not fit lsnet_t" in error and "size mismatch" in error
 
@@ -181,7 +181,7 @@ def test_eval_reports_accuracy_of_ours_and_of_torch_saved_files(data_root, tmp_p
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(data_root, tmp_path, capsys):
-    assert run("--data-path", data_root, "--device", "cuda", "--output-dir", tmp_path, *QUICK) == 1
+    assert run("--data-path", data_root, "--device", "cuda", "--output-dir", tmp_path, *QUICK) == 2
     assert "device 'cuda' is not available" in capsys.readouterr().err
 
 

@@ -1,9 +1,10 @@
 """`python -m train.imagenet` under faults, run through main() as a user runs it.
 
 Ctrl-C at any point of a step, then --resume, ends bitwise equal to a run that never stopped (CPU);
-unreadable data is an `error:` line and no traceback. Interrupts are real SIGINTs, raised from inside
-the code they should interrupt.
+bad arguments, folders and data are one `error:` line with exit status 2 and no traceback.
+Interrupts are real SIGINTs, raised from inside the code they should interrupt.
 """
+import errno
 import os
 import signal
 
@@ -178,6 +179,152 @@ def test_a_process_that_ignores_sigint_keeps_ignoring_it():
         signal.signal(signal.SIGINT, previous)
 
 
+# ----- arguments refused before any work -----
+BAD_ARGUMENTS = [
+    (["--smoothing", 1], "--smoothing must be in [0, 1)"),
+    (["--smoothing", -0.1], "--smoothing"),
+    (["--mixup", -1], "--mixup must be a number >= 0"),
+    (["--cutmix", "nan"], "--cutmix"),
+    (["--reprob", 1.5], "--reprob must be in [0, 1]"),
+    (["--aa", "rand-m9-bogus-inc1"], "--aa rand-m9-bogus-inc1"),
+    (["--aa", "augmix-m5"], "--aa augmix-m5"),
+    (["--color-jitter", -0.4], "--color-jitter"),
+    (["--seed", -1], "--seed"),
+    (["--seed", 2**63], "--seed"),
+    (["--embed-dim", 8, 16, 16, 0], "--embed-dim must be positive"),
+    (["--embed-dim", 2, 16, 16, 16], "stage 1 needs at least 4"),
+    (["--embed-dim", 8, 12, 16, 16], "stage 2 has LS convolutions"),
+    (["--embed-dim", 8, 16, 16, 1], "one channel per head"),
+    (["--num-heads", 2, 2, 2, 0], "--num-heads must be positive"),
+    (["--key-dim", 8, 8, 8, -1], "--key-dim must be positive"),
+    (["--depth", 0, 0, 0, 0], "--depth"),
+    (["--depth", 0, 2, -1, 2], "--depth"),
+    (["--input-size", 0], "--input-size"),
+    (["--lr", -1e-3], "--lr"),
+    (["--warmup-epochs", -1], "--warmup-epochs"),
+    (["--clip-grad", -0.02], "--clip-grad"),
+    (["--model-ema-decay", 1.5], "--model-ema-decay"),
+    (["--overwrite", "--resume", "x.pth"], "--overwrite"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD_ARGUMENTS, ids=[" ".join(map(str, a)) for a, _ in BAD_ARGUMENTS])
+def test_bad_arguments_are_one_error_line_with_status_2(data_root, tmp_path, capsys, extra, message):
+    assert run("--data-path", data_root, *FAST, "--epochs", 1, "--output-dir", tmp_path / "out", *extra) == 2
+    assert message in only_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+# ----- output folders -----
+@pytest.fixture
+def one_epoch(data_root, tmp_path):
+    """A folder holding a finished 1-epoch run, and its checkpoint's bytes."""
+    output = tmp_path / "run"
+    assert run("--data-path", data_root, *FAST, "--epochs", 1, "--output-dir", output) == 0
+    return output, (output / "checkpoint.pth").read_bytes()
+
+
+def continue_to_epoch_2(data_root, output):
+    return run("--data-path", data_root, *FAST, "--epochs", 2, "--output-dir", output,
+               "--resume", output / "checkpoint.pth")
+
+
+def test_disk_full_names_the_file_and_keeps_the_previous_checkpoint(data_root, one_epoch, monkeypatch, capsys):
+    output, previous = one_epoch
+    capsys.readouterr()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    assert continue_to_epoch_2(data_root, output) == 2
+    line = only_error_line(capsys)
+    assert "checkpoint.pth" in line and "No space left on device" in line
+    assert (output / "checkpoint.pth").read_bytes() == previous
+    assert [n for n in os.listdir(output) if n.startswith(".tmp-")] == []
+
+
+def test_read_only_output_dir_is_refused_before_training(data_root, one_epoch, monkeypatch, capsys):
+    """Root ignores chmod, so the read-only folder is simulated: os.open refuses to write in it."""
+    output, previous = one_epoch
+    capsys.readouterr()
+    real_open = os.open
+
+    def read_only_folder(path, flags, *args, **kwargs):
+        if os.path.abspath(path).startswith(str(output)) and flags & (os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_folder)
+    assert continue_to_epoch_2(data_root, output) == 2
+    assert "Read-only file system" in only_error_line(capsys)
+    assert (output / "checkpoint.pth").read_bytes() == previous
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_output_dir_that_is_a_file_is_refused(data_root, tmp_path, capsys, where):
+    (tmp_path / "file").write_text("not a folder")
+    output = tmp_path / "file" if where == "a file" else tmp_path / "file" / "run"
+    assert run("--data-path", data_root, *FAST, "--epochs", 1, "--output-dir", output) == 2
+    assert "--output-dir" in only_error_line(capsys)
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(data_root, tmp_path, capsys):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "log.txt").write_text("{}\n")
+    assert run("--data-path", data_root, *FAST, "--epochs", 1, "--output-dir", output) == 2
+    line = only_error_line(capsys)
+    assert "already holds a run" in line and "--resume" in line and "--overwrite" in line
+    assert (output / "log.txt").read_text() == "{}\n"
+
+
+def test_overwrite_starts_afresh_and_stale_temporaries_are_removed(data_root, tmp_path, capsys):
+    output = tmp_path / "run"
+    output.mkdir()
+    for name in ("log.txt", "best.pth", "checkpoint.pth"):
+        (output / name).write_text("an old run")
+    (output / ".tmp-0a1b2c3dcheckpoint.pth").write_bytes(b"half a checkpoint from a killed save")
+    assert run("--data-path", data_root, *FAST, "--epochs", 1, "--output-dir", output, "--overwrite") == 0
+    assert sorted(os.listdir(output)) == ["best.pth", "checkpoint.pth", "log.txt"]
+    assert len((output / "log.txt").read_text().splitlines()) == 1
+    assert ckpt.load(output / "checkpoint.pth")["epoch"] == 0
+    out = capsys.readouterr().out
+    assert out.index("compiled by Numba on first use") < out.index("epoch 0:")
+
+
+def checkpoint_at(straight, tmp_path, epoch, next_batch):
+    """The straight run's final checkpoint (batch size 4), relabelled to stand at (epoch, next_batch)."""
+    state = ckpt.load(straight / "checkpoint.pth")
+    state.update(epoch=epoch, next_batch=next_batch)
+    path = tmp_path / f"at-{epoch}-{next_batch}.pth"
+    ckpt.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_resume_with_nothing_left_to_train_is_refused(data_root, straight, tmp_path, capsys, epochs):
+    path = checkpoint_at(straight, tmp_path, 1, 0)
+    assert run("--data-path", data_root, *FAST, "--epochs", epochs, "--accum-steps", 2, "--resume", path,
+               "--output-dir", tmp_path / "out") == 2
+    assert "leaves nothing to train" in only_error_line(capsys)
+
+
+def test_resume_mid_epoch_with_another_batch_size_is_refused(data_root, straight, tmp_path, capsys):
+    path = checkpoint_at(straight, tmp_path, 0, 2)
+    assert run("--data-path", data_root, *RESUMABLE, "--epochs", 3, "--batch-size", 8, "--resume", path,
+               "--output-dir", tmp_path / "out") == 2
+    assert "--batch-size 4" in only_error_line(capsys)
+
+
+def test_resume_at_an_epoch_boundary_with_another_batch_size_says_so(data_root, straight, tmp_path, capsys):
+    path = checkpoint_at(straight, tmp_path, 0, 0)
+    assert run("--data-path", data_root, *RESUMABLE, "--batch-size", 8, "--resume", path,
+               "--output-dir", tmp_path / "out") == 0
+    assert "notice: --batch-size 8" in capsys.readouterr().err
+
+
 # ----- unreadable images -----
 def spoil(files):
     for path in files:
@@ -188,7 +335,7 @@ def spoil(files):
 def test_a_split_without_one_readable_image_is_an_error_before_training(tmp_path, capsys, split):
     root = write_images(tmp_path / "data", {"train": 8, "val": 2})
     spoil((root / split).rglob("*.png"))
-    assert run("--data-path", root, *FAST, "--epochs", 1, "--output-dir", tmp_path / "out") == 1
+    assert run("--data-path", root, *FAST, "--epochs", 1, "--output-dir", tmp_path / "out") == 2
     line = only_error_line(capsys)
     count = 16 if split == "train" else 4
     assert f"none of the {count} images in {root / split} can be read" in line and "UnidentifiedImageError" in line

@@ -5,13 +5,16 @@
 
 The data folder holds train/<class>/*.JPEG and val/<class>/*.JPEG. Every epoch writes
 <output-dir>/checkpoint.pth (atomically; best.pth too when top-1 improves) and appends one JSON
-line to <output-dir>/log.txt. --resume continues a run exactly where it stopped; --eval --resume FILE
-reports top-1/top-5 of a checkpoint, the authors' files included.
+line to <output-dir>/log.txt. --output-dir defaults to output/lsnet_<variant>; a new run refuses a
+folder that already holds a run unless --resume continues it or --overwrite replaces it. --resume
+continues a run exactly where it stopped; --eval --resume FILE reports top-1/top-5 of a checkpoint,
+the authors' files included.
 
 Ctrl-C stops at the next step boundary: the current optimizer update (all its accumulation batches,
 clipping, AdamW and EMA) finishes, checkpoint.pth records where the run stands, and the command
 exits with status 130. A second Ctrl-C stops at once and saves nothing (the last checkpoint stays as
-it was); while a file is being written, it waits for the write to end.
+it was); while a file is being written, it waits for the write to end. Errors print one line,
+"error: ...", and exit with status 2.
 
 All randomness derives from --seed: a sample's augmentation from (seed, epoch, position), so a run
 resumed from a checkpoint ends with the same weights as one that never stopped.
@@ -19,9 +22,11 @@ resumed from a checkpoint ends with the same weights as one that never stopped.
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -45,7 +50,8 @@ RECIPE = dict(epochs=300, batch_size=256, input_size=224, lr=1e-3, warmup_epochs
 DEMO = dict(epochs=15, batch_size=64, input_size=64, lr=1.6e-2, warmup_epochs=1, model_ema_decay=0.99,
             mixup=0.0, cutmix=0.0, reprob=0.0, aa="none", repeated_aug=False)
 WEIGHT_DECAY = {"t": 0.025, "s": 0.025, "b": 0.05, "test": 0.025}
-EXIT_INTERRUPTED = 130  # the shell's status for a command stopped by SIGINT
+RUN_FILES = ("checkpoint.pth", "best.pth", "log.txt")  # what a run leaves in --output-dir
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130  # 130: the shell's status for a command stopped by SIGINT
 
 
 class TrainingError(Exception):
@@ -153,7 +159,10 @@ def build_parser():
         help=f"repeated-augmentation sampler, 3 repeats{preset_default('repeated_aug')}")
     add("--workers", type=int, default=4, help="decoding threads (default: %(default)s)")
     add("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
-    add("--output-dir", help="where checkpoints and log.txt go (default: output/lsnet_<variant>)")
+    add("--output-dir", help="where checkpoints and log.txt go; a folder holding a run is refused unless "
+                             "--resume or --overwrite is given (default: output/lsnet_<variant>)")
+    add("--overwrite", action="store_true",
+        help="start afresh in an --output-dir that holds a run: its checkpoint.pth, best.pth and log.txt are deleted")
     add("--resume", help="checkpoint to continue from (or to evaluate with --eval)")
     add("--eval", action="store_true", help="only evaluate the --resume checkpoint on the val set")
     add("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -175,12 +184,61 @@ def resolve(args):
     for name in ("epochs", "batch_size", "accum_steps", "input_size", "workers"):
         if getattr(args, name) < 1:
             raise TrainingError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(args, name)}")
+    check_numbers(args)
+    check_architecture(args)
+    try:  # builds RandAugment from the --aa string, which checks it
+        build_train_transform(args.input_size, auto_augment=None if args.aa == "none" else args.aa,
+                              color_jitter=args.color_jitter, reprob=args.reprob)
+    except ValueError as error:
+        raise TrainingError(f"--aa {args.aa}: {error}") from None
     if args.distillation_type == "hard" and not args.teacher_path:
         raise TrainingError("--distillation-type hard needs --teacher-path (an LSNet checkpoint)")
     if args.eval and not args.resume:
         raise TrainingError("--eval needs --resume FILE: the checkpoint to evaluate")
+    if args.overwrite and args.resume:
+        raise TrainingError("--overwrite starts a new run; it cannot go with --resume")
     args.scaled_lr = args.lr * args.batch_size * args.accum_steps / 512.0
     return args
+
+
+def check_numbers(args):
+    """The float flags' ranges (NaN and infinities refused) and the seed's."""
+    def check(name, accepted, rule):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and accepted(value)):
+            raise TrainingError(f"--{name.replace('_', '-')} must be {rule}; got {value}")
+
+    for name in ("lr", "weight_decay", "warmup_epochs", "warmup_lr", "min_lr", "mixup", "cutmix", "color_jitter",
+                 "clip_grad"):
+        check(name, lambda value: value >= 0, "a number >= 0")
+    check("smoothing", lambda value: 0 <= value < 1, "in [0, 1)")
+    for name in ("reprob", "mixup_switch_prob", "model_ema_decay"):
+        check(name, lambda value: 0 <= value <= 1, "in [0, 1]")
+    if not 0 <= args.seed < 2**63:
+        raise TrainingError(f"--seed must be in [0, 2**63); got {args.seed}")
+
+
+def check_architecture(args):
+    """What LSNet's layers need of the per-stage widths, heads, key widths and depths (the model would
+    fail with a ZeroDivisionError or a shape error deep inside otherwise)."""
+    cfg = {**L.lsnet.model_cfgs[f"lsnet_{args.variant}"], **architecture(args)}
+    for knob in ("embed_dim", "num_heads", "key_dim"):
+        if min(cfg[knob]) < 1:
+            raise TrainingError(f"--{knob.replace('_', '-')} must be positive; got {' '.join(map(str, cfg[knob]))}")
+    dims, depth, heads, key_dims = cfg["embed_dim"], cfg["depth"], cfg["num_heads"], cfg["key_dim"]
+    if min(depth) < 0 or sum(depth) == 0:
+        raise TrainingError(f"--depth must be >= 0 with at least one block; got {' '.join(map(str, depth))}")
+    if dims[0] < 4:
+        raise TrainingError(f"--embed-dim: stage 1 needs at least 4 channels (the patch embedding starts with a "
+                            f"quarter of them); got {dims[0]}")
+    for stage in range(3):
+        if depth[stage] >= 2 and dims[stage] % 8:  # block 1, 3, ... of stages 1-3 is an LS convolution
+            raise TrainingError(f"--embed-dim: stage {stage + 1} has LS convolutions (depth >= 2), which need a "
+                                f"width divisible by 8 (one 3x3 kernel per 8 channels); got {dims[stage]}")
+    # block 1, 3, ... of stage 4 is attention, whose value width per head is int(dim / heads) as LSNet computes it
+    if depth[3] >= 2 and int(dims[3] / (key_dims[3] * heads[3]) * key_dims[3]) < 1:
+        raise TrainingError(f"--embed-dim / --num-heads: stage 4 attention needs at least one channel per head; "
+                            f"got width {dims[3]} for {heads[3]} heads")
 
 
 def open_datasets(args):
@@ -207,7 +265,9 @@ def load_weights(model, state, path, what):
     try:
         model.load_state_dict(L.lsnet.checkpoint_filter(state, model))
     except ValueError as error:
-        raise TrainingError(f"{path} does not fit {what}:\n{error}") from error
+        problems = str(error).splitlines()[1:]  # load_state_dict lists one problem per line
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise TrainingError(f"{path} does not fit {what}: {problems[0].strip() if problems else error}{more}") from None
 
 
 def architecture(args):
@@ -238,10 +298,77 @@ def read_checkpoint(path, flag):
     return stored
 
 
+def check_output_dir(args):
+    """Refuse an --output-dir that is a file, or that holds a run when neither --resume nor --overwrite
+    says what to do with it (before any data is read)."""
+    folder = args.output_dir
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise TrainingError(f"--output-dir {folder} is a file, not a folder")
+    found = [name for name in RUN_FILES if os.path.exists(os.path.join(folder, name))]
+    if found and not (args.resume or args.overwrite):
+        raise TrainingError(f"--output-dir {folder} already holds a run ({', '.join(found)}); --resume "
+                            f"{os.path.join(folder, 'checkpoint.pth')} continues it, --overwrite starts afresh")
+
+
+def prepare_output_dir(args):
+    """Create --output-dir and check that files can be written in it (before any training); delete the
+    temporary files of saves that were killed, and with --overwrite the previous run's files."""
+    folder = args.output_dir
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        ckpt.remove_stale_temporaries(folder)
+        if args.overwrite:
+            for name in RUN_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(folder, name))
+    except OSError as error:
+        raise TrainingError(f"--output-dir {folder}: cannot write there ({error.strerror or error})") from None
+
+
+def check_resume(args, resumed, start_epoch, start_batch):
+    """Refuse a --resume that leaves nothing to train, or that changes the batch size mid-epoch (batch
+    numbers would point elsewhere); announce a batch size changed at an epoch boundary."""
+    if args.epochs <= start_epoch:
+        raise TrainingError(f"--resume {args.resume} continues at epoch {start_epoch}; --epochs {args.epochs} "
+                            "leaves nothing to train")
+    saved = resumed.get("args")
+    if not isinstance(saved, dict) or "batch_size" not in saved:  # the authors' checkpoints hold a Namespace
+        return
+    before, now = (saved["batch_size"], saved.get("accum_steps", 1)), (args.batch_size, args.accum_steps)
+    if before == now:
+        return
+    if start_batch:
+        raise TrainingError(f"--resume {args.resume} stopped at batch {start_batch} of epoch {start_epoch} with "
+                            f"--batch-size {before[0]} --accum-steps {before[1]}; continue with those (a new batch "
+                            "size can start from an end-of-epoch checkpoint)")
+    print(f"notice: --batch-size {now[0]} --accum-steps {now[1]} instead of the checkpoint's {before[0]} and "
+          f"{before[1]}: epochs {start_epoch} on use the new batch (learning rate {args.scaled_lr:.2e}), so the "
+          "run will not match one that kept the old batch", file=sys.stderr)
+
+
+def append_log(folder, stats):
+    path = os.path.join(folder, "log.txt")
+    try:
+        with open(path, "a") as log:
+            log.write(json.dumps(stats) + "\n")
+    except OSError as error:
+        raise TrainingError(f"{path}: cannot write the log ({error.strerror or error})") from None
+
+
+def kernel_cache_note():
+    where = os.environ.get("NUMBA_CACHE_DIR") or "the __pycache__ folders under kernels/"
+    return (f"kernels: compiled by Numba on first use (about a minute without output), loaded from the cache in "
+            f"{where} after that")
+
+
 def run(args):
     args = resolve(args)
     if args.device == "cuda":
         require_cuda()  # before any data is read
+    if not args.eval:
+        check_output_dir(args)
     train_set, val_set = open_datasets(args)
     num_classes = len(val_set.classes)
     name = f"lsnet_{args.variant}" + ("_distill" if args.distillation_type == "hard" else "")
@@ -255,6 +382,7 @@ def run(args):
     val_loader = Loader(val_set, SequentialSampler(len(val_set)), args.batch_size, build_eval_transform(args.input_size),
                         workers=args.workers, drop_last=False)
     if args.eval:
+        print(kernel_cache_note())
         stats = evaluate(model, val_loader, device=args.device, progress=args.progress)
         skipped = f" ({val_loader.skipped} unreadable ones skipped)" if val_loader.skipped else ""
         print(f"{args.resume}: top-1 {stats['acc1']:.2f}%  top-5 {stats['acc5']:.2f}%  loss {stats['loss']:.4f} "
@@ -285,6 +413,7 @@ def run(args):
     resumed_losses, resumed_skipped = [], 0  # of the batches before start_batch
     if resumed is not None:
         start_epoch, start_batch = resumed["epoch"] + 1, resumed.get("next_batch", 0)
+        check_resume(args, resumed, start_epoch, start_batch)
         optimizer.load_state_dict(resumed["optimizer"])
         if ema is not None and "model_ema" in resumed:
             load_weights(ema.module, resumed["model_ema"], args.resume, f"{name} (EMA)")
@@ -292,7 +421,7 @@ def run(args):
         resumed_losses = [float(value) for value in resumed.get("epoch_losses", [])]
         resumed_skipped = int(resumed.get("epoch_skipped", 0))
 
-    os.makedirs(args.output_dir, exist_ok=True)
+    prepare_output_dir(args)
     checkpoint_path = os.path.join(args.output_dir, "checkpoint.pth")
 
     def save(path, epoch, next_batch, losses=(), skipped=0):
@@ -303,10 +432,14 @@ def run(args):
             state["model_ema"] = ema.module.state_dict()
         if next_batch:  # mid-epoch: the epoch's losses and skipped images so far, for its log line
             state.update(epoch_losses=np.asarray(losses, np.float64), epoch_skipped=skipped)
-        ckpt.save(state, path)
+        try:
+            ckpt.save(state, path)
+        except ckpt.CheckpointWriteError as error:
+            raise TrainingError(str(error)) from None
 
     print(f"{name}: {n_parameters:,} parameters, {len(train_set)} training / {len(val_set)} validation images, "
           f"{num_classes} classes, {steps_per_epoch} steps per epoch on {args.device}")
+    print(kernel_cache_note())
     stats = {}
     with CtrlCHandler() as ctrl_c:
         try:
@@ -353,8 +486,7 @@ def run(args):
                     save(checkpoint_path, epoch, 0)
                     if improved:
                         save(os.path.join(args.output_dir, "best.pth"), epoch, 0)
-                    with open(os.path.join(args.output_dir, "log.txt"), "a") as log:
-                        log.write(json.dumps(stats) + "\n")
+                    append_log(args.output_dir, stats)
                 ema_text = f", EMA {stats['test_ema_acc1']:.1f}%" if ema is not None else ""
                 print(f"epoch {epoch}: train loss {train_stats['loss']:.4f}, lr {train_stats['lr']:.2e}, "
                       f"val top-1 {test_stats['acc1']:.1f}% (best {max_accuracy:.1f}%{ema_text}), "
@@ -368,14 +500,19 @@ def run(args):
     return stats
 
 
+def one_line(error):
+    """An exception's message on one line (a library's message may span several)."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def main(argv=None):
-    """The command line: 0 when training or evaluation ends, 1 on an error, 130 when Ctrl-C stopped it."""
+    """The command line: 0 when training or evaluation ends, 2 on an error, 130 when Ctrl-C stopped it."""
     args = build_parser().parse_args(argv)
     try:
         run(args)
     except (TrainingError, CudaUnavailableError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return EXIT_ERROR
     except Stopped as stop:
         print(f"interrupted: {stop}", file=sys.stderr)
         return EXIT_INTERRUPTED
