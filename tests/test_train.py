@@ -180,9 +180,16 @@ def test_eval_reports_accuracy_of_ours_and_of_torch_saved_files(data_root, tmp_p
     assert "top-1" in capsys.readouterr().out
 
 
-def test_cuda_without_a_gpu_is_a_clear_error(data_root, tmp_path, capsys):
-    assert run("--data-path", data_root, "--device", "cuda", "--output-dir", tmp_path, *QUICK) == 2
-    assert "device 'cuda' is not available" in capsys.readouterr().err
+def test_cuda_without_a_gpu_is_a_clear_error_before_any_data_is_read(tmp_path, capsys, monkeypatch):
+    def no_reading(*args, **kwargs):
+        raise AssertionError("data was read before the device was checked")
+
+    monkeypatch.setattr(imagenet, "open_datasets", no_reading)
+    assert run("--data-path", tmp_path, "--device", "cuda", "--output-dir", tmp_path / "out", *QUICK) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: device 'cuda' is not available: ") and "\n" not in error
+    with pytest.raises(L.env.CudaUnavailableError, match="device 'cuda' is not available"):
+        L.create_model("lsnet_test").to(device="cuda")
 
 
 def test_help_documents_the_recipe_defaults(capsys):
@@ -202,3 +209,13 @@ def test_the_demo_preset_applies_only_to_the_demo_data_and_flags_override_it(tmp
         assert {name: getattr(args, name) for name in preset} == preset
     args = resolved("--mixup", 0.5, "--aa", "rand-m9-mstd0.5-inc1", "--repeated-aug")
     assert (args.mixup, args.aa, args.repeated_aug, args.cutmix) == (0.5, "rand-m9-mstd0.5-inc1", True, 0.0)
+
+
+def test_the_smoke_test_variant_on_the_demo_data_trains_one_small_epoch_in_float64(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LSNET_REF_CACHE", str(tmp_path / "cache"))
+    assert run("--variant", "test", "--dtype", "float64", "--output-dir", tmp_path / "out", "--no-progress") == 0
+    assert "10 training / 10 validation images" in capsys.readouterr().out
+    state = final_state(tmp_path / "out")
+    assert (state["epoch"], state["args"]["input_size"], state["args"]["batch_size"]) == (0, 32, 2)
+    assert state["model"]["head.l.weight"].dtype == np.float64
+    assert state["optimizer"]["state"][0]["exp_avg"].dtype == np.float64

@@ -84,8 +84,9 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, dev
                     targets = labels
                     if mixup is not None:
                         images, targets = mixup(images, labels, np.random.default_rng([seed, epoch, batch_index, 1]))
-                    x = L.Tensor(images, device=device)
-                    loss = criterion(model(x), L.Tensor(targets, device=device), x)
+                    x = L.Tensor(images, dtype=model.dtype, device=device)
+                    targets = L.Tensor(targets, dtype=model.dtype if mixup is not None else None, device=device)
+                    loss = criterion(model(x), targets, x)
                     value = loss.item()
                     if not math.isfinite(value):
                         raise NonFiniteLoss(f"loss is {value} at epoch {epoch}, batch {batch_index}; stopping")
@@ -127,7 +128,7 @@ def evaluate(model, loader, *, device, stop_requested=None, progress=True):
                 raise Interrupted()
             if not len(labels):
                 continue
-            logits = model(L.Tensor(images, device=device))
+            logits = model(L.Tensor(images, dtype=model.dtype, device=device))
             loss_sum += ops.cross_entropy(logits, L.Tensor(labels, device=device)).item() * len(labels)
             scores = logits.numpy()
             best = np.argsort(-scores, axis=1, kind="stable")[:, :5]
