@@ -39,7 +39,8 @@ def cases(batch, rng):
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
     for c, side in ((128, 14), (256, 7), (128, 28)):
-        yield f"SKA {c}x{side}x{side}", L.ops.ska, torch_ska, [arr(batch, c, side, side), arr(batch, c // 8, 9, side, side)]
+        yield (f"SKA {c}x{side}x{side}", L.ops.ska, torch_ska,
+               [arr(batch, c, side, side), arr(batch, c // 8, 9, side, side)])
     for c, side in ((64, 14), (128, 7), (64, 28)):
         yield (f"depthwise 7x7 {c}x{side}x{side}", lambda x, w: L.ops.conv2d(x, w, padding=3, groups=x.shape[1]),
                lambda x, w: F.conv2d(x, w, padding=3, groups=x.shape[1]), [arr(batch, c, side, side), arr(c, 1, 7, 7)])
@@ -56,7 +57,8 @@ def cases(batch, rng):
                [arr(batch, c, side, side), arr(r, c, 1, 1, scale=0.1), arr(r), arr(c, r, 1, 1, scale=0.1), arr(c)])
     _, idxs = L.ops.attention_bias_index(4)
     for dv in (96,):
-        yield (f"attention h4 d16 dv{dv} N16", lambda q, k, v, bias: L.ops.attention(q, k, v, bias, L.Tensor(idxs), 0.25),
+        yield (f"attention h4 d16 dv{dv} N16",
+               lambda q, k, v, bias: L.ops.attention(q, k, v, bias, L.Tensor(idxs), 0.25),
                lambda q, k, v, bias: torch_attention(q, k, v, bias, torch.from_numpy(idxs), 0.25),
                [arr(batch, 4, 16, 16), arr(batch, 4, 16, 16), arr(batch, 4, dv, 16), arr(4, 16)])
 
@@ -102,8 +104,10 @@ def main():
     args = parser.parse_args()
     threads = numba.get_num_threads()
     torch.set_num_threads(threads)
-    print(f"batch {args.batch}, float32, {threads} threads (Numba and PyTorch {torch.__version__}), best of {args.repeats}")
-    header = f"| {'op':34} | {'ours fwd ms':>11} | {'torch fwd ms':>12} | {'ratio':>6} | {'ours f+b ms':>11} | {'torch f+b ms':>12} | {'ratio':>6} |"
+    print(f"batch {args.batch}, float32, {threads} threads (Numba and PyTorch {torch.__version__}), "
+          f"best of {args.repeats}")
+    header = (f"| {'op':34} | {'ours fwd ms':>11} | {'torch fwd ms':>12} | {'ratio':>6} "
+              f"| {'ours f+b ms':>11} | {'torch f+b ms':>12} | {'ratio':>6} |")
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
     rng = np.random.default_rng(0)

@@ -12,7 +12,7 @@ from .profile import count_params, profile
 from .tensor import Parameter, Tensor, backward, is_grad_enabled, no_grad
 
 __all__ = [
-    "CheckpointError", "Function", "GradcheckError", "LSNet", "Parameter", "Tensor", "backward", "count_params",
-    "create_model", "gradcheck", "init", "is_grad_enabled", "list_models", "load_checkpoint", "modules", "no_grad",
-    "ops", "optim", "profile", "save_checkpoint",
+    "CheckpointError", "Function", "GradcheckError", "LSNet", "Parameter", "Tensor", "backward", "checkpoint",
+    "count_params", "create_model", "gradcheck", "init", "is_grad_enabled", "list_models", "load_checkpoint",
+    "modules", "no_grad", "ops", "optim", "profile", "save_checkpoint",
 ]

@@ -428,5 +428,6 @@ def save_checkpoint(state_dict, path):
 
     The suffix picks the format: .npz, .safetensors, anything else PyTorch's zip format.
     """
-    arrays = {name: np.asarray(value.numpy() if hasattr(value, "numpy") else value) for name, value in state_dict.items()}
+    arrays = {name: np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+              for name, value in state_dict.items()}
     save(arrays, path)

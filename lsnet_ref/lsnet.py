@@ -395,7 +395,7 @@ def checkpoint_filter(state_dict, model):
         if name.endswith("attention_bias_idxs") and target is not None:
             value = target.numpy()
         elif name.endswith("attention_biases") and target is not None and value.shape != target.shape:
-            heads, side_in, side_out = value.shape[0], math.isqrt(value.shape[1]), math.isqrt(target.shape[1])
+            side_in, side_out = math.isqrt(value.shape[1]), math.isqrt(target.shape[1])
             resize = np.kron(bicubic_matrix(side_in, side_out), bicubic_matrix(side_in, side_out))
             value = (value.astype(np.float64) @ resize.T).astype(value.dtype)
         adapted[name] = value

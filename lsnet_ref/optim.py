@@ -81,7 +81,8 @@ class AdamW:
                          "exp_avg_sq": _host_copy(entry["exp_avg_sq"])}
             for key, entry in self.state.items()
         }
-        groups = [{**{k: v for k, v in group.items() if k != "params"}, "params": [index[id(p)] for p in group["params"]]}
+        groups = [{**{k: v for k, v in group.items() if k != "params"},
+                   "params": [index[id(p)] for p in group["params"]]}
                   for group in self.param_groups]
         return {"state": state, "param_groups": groups}
 

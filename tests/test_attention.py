@@ -12,9 +12,7 @@ from hypothesis import strategies as st
 
 import kernels.reference as reference
 import lsnet_ref as L
-from oracle import (
-    FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, kernel_on, random_array, relative_error
-)
+from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, kernel_on, random_array, relative_error
 
 LSNET_SCALE = 16**-0.5
 

@@ -309,4 +309,5 @@ def test_conv2d_rejects_mixed_dtypes():
     check_rejects(L.ops.conv2d, "conv2d: arguments must share one dtype", x, w)
     check_rejects(L.ops.depthwise_conv2d, "depthwise_conv2d: arguments must share one dtype", x, np.zeros((2, 1, 1, 1)))
     bias = L.Tensor(np.zeros(2, np.float32))
-    check_rejects(lambda a, b: L.ops.conv2d(a, b, bias), "conv2d: arguments must share one dtype", x.astype(np.float64), w)
+    check_rejects(lambda a, b: L.ops.conv2d(a, b, bias), "conv2d: arguments must share one dtype",
+                  x.astype(np.float64), w)

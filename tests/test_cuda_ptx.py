@@ -20,7 +20,8 @@ def kernels_of(module):
     """The module's own cuda.jit kernels (device functions are compiled through their callers)."""
     return [
         obj for obj in vars(module).values()
-        if isinstance(obj, CUDADispatcher) and not obj.targetoptions.get("device") and obj.py_func.__module__ == module.__name__
+        if isinstance(obj, CUDADispatcher) and not obj.targetoptions.get("device")
+        and obj.py_func.__module__ == module.__name__
     ]
 
 

@@ -12,10 +12,14 @@ from PIL import Image
 
 import train.data as data
 from train.data import (
-    ImageFolder, Loader, RandomSampler, RepeatedAugmentSampler, SequentialSampler, SkippedImageWarning,
+    ImageFolder,
+    Loader,
+    RandomSampler,
+    RepeatedAugmentSampler,
+    SequentialSampler,
+    SkippedImageWarning,
     load_image,
 )
-
 
 # ---- helpers ------------------------------------------------------------------------------------
 

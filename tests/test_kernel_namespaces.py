@@ -8,12 +8,14 @@ import kernels.reference
 
 def public(module):
     return {name: inspect.signature(getattr(module, name)) for name in dir(module)
-            if not name.startswith("_") and callable(getattr(module, name)) and not inspect.ismodule(getattr(module, name))}
+            if not name.startswith("_") and callable(getattr(module, name))
+            and not inspect.ismodule(getattr(module, name))}
 
 
 def test_cpu_and_cuda_export_the_same_kernels_with_the_same_signatures():
     cpu, gpu = public(kernels.cpu), public(kernels.cuda)
-    assert sorted(cpu) == sorted(gpu), f"only on cpu: {sorted(set(cpu) - set(gpu))}; only on cuda: {sorted(set(gpu) - set(cpu))}"
+    assert sorted(cpu) == sorted(gpu), (
+        f"only on cpu: {sorted(set(cpu) - set(gpu))}; only on cuda: {sorted(set(gpu) - set(cpu))}")
     differing = {name: (str(cpu[name]), str(gpu[name])) for name in cpu if cpu[name] != gpu[name]}
     assert not differing, differing
 

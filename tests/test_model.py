@@ -95,7 +95,8 @@ def check_training_step(name, dtype, config=None, img_size=TINY_SIZE, batch=4):
     ours, theirs = model_pair(name, dtype, img_size=img_size, config=config, reference_dtype=np.float64)
     x, target = images(batch, img_size, dtype), np.arange(batch) % 10
     mine, reference = as_tuple(ours(x)), as_tuple(theirs(torch.from_numpy(x.astype(np.float64))))
-    loss = sum((L.ops.cross_entropy(y, L.Tensor(target)) for y in mine[1:]), L.ops.cross_entropy(mine[0], L.Tensor(target)))
+    loss = sum((L.ops.cross_entropy(y, L.Tensor(target)) for y in mine[1:]),
+               L.ops.cross_entropy(mine[0], L.Tensor(target)))
     torch_loss = sum(F.cross_entropy(y, torch.from_numpy(target)) for y in reference)
     loss.backward()
     torch_loss.backward()
@@ -127,7 +128,8 @@ def test_the_smoke_test_variant_is_tiny_and_has_every_block_kind(name):
 @pytest.mark.parametrize("name", ["lsnet_t", "lsnet_s", "lsnet_b_distill"])
 def test_state_dict_keys_shapes_and_dtypes_equal_the_oracles(name):
     ours = lsnet.create_model(name)
-    theirs = torch_lsnet.LSNet(224, 1000, distillation=name.endswith("_distill"), **lsnet.model_cfgs[name.removesuffix("_distill")])
+    theirs = torch_lsnet.LSNet(224, 1000, distillation=name.endswith("_distill"),
+                               **lsnet.model_cfgs[name.removesuffix("_distill")])
     mine, reference = ours.state_dict(), theirs.state_dict()
     assert sorted(mine) == sorted(reference)
     for key, tensor in reference.items():

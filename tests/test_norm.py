@@ -12,7 +12,14 @@ import kernels.cpu as cpu
 import kernels.reference as reference
 import lsnet_ref as L
 from oracle import (
-    FLOAT_DTYPES, assert_close, check_gradient, check_kernel, check_with_torch, kernel_on, random_array, TOLERANCE,
+    FLOAT_DTYPES,
+    TOLERANCE,
+    assert_close,
+    check_gradient,
+    check_kernel,
+    check_with_torch,
+    kernel_on,
+    random_array,
 )
 
 
@@ -131,7 +138,8 @@ def check_running_stats_over_calls(shape, dtype, momentum, calls, seed, device="
             L.ops.batch_norm(L.Tensor(x, requires_grad=True, device=device), *mine, training=True, momentum=momentum)
         F.batch_norm(torch.tensor(x), *theirs, training=True, momentum=momentum)
         for name, ours, reference_stat in zip(("running_mean", "running_var"), mine, theirs):
-            assert_close(ours.numpy(), reference_stat.numpy(), f"{name} after call {call + 1}", TOLERANCE[np.dtype(dtype)])
+            assert_close(ours.numpy(), reference_stat.numpy(), f"{name} after call {call + 1}",
+                         TOLERANCE[np.dtype(dtype)])
 
 
 def _update_running(namespace, momentum, count, put=np.copy, get=np.asarray):
@@ -290,7 +298,8 @@ def _vector(size=3, dtype=np.float64):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: L.ops.batch_norm(L.Tensor(np.zeros(3)), None, None, training=True), "argument 'x' must be 2-D or 3-D or 4-D"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros(3)), None, None, training=True),
+         "argument 'x' must be 2-D or 3-D or 4-D"),
         (lambda: L.ops.batch_norm(L.Tensor(np.zeros((2, 3, 1, 1, 1))), None, None, training=True), "must be 2-D"),
         (lambda: L.ops.batch_norm(L.Tensor(np.zeros((0, 3))), None, None, training=True), "no zero-length axis"),
         (lambda: L.ops.batch_norm(L.Tensor(np.zeros((2, 3))), _vector(), None), "both be None or neither"),
@@ -311,14 +320,17 @@ def _vector(size=3, dtype=np.float64):
          r"Expected more than 1 value per channel when training, got input size \(1, 3\)"),
         (lambda: L.ops.batch_norm(L.Tensor(np.zeros((1, 3, 1, 1))), _vector(), _vector(), training=True),
          "Expected more than 1 value per channel when training"),
-        (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6, 3))), 4), "'num_groups' must divide the channel count C = 6"),
+        (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6, 3))), 4),
+         "'num_groups' must divide the channel count C = 6"),
         (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6, 3))), 0), "'num_groups' must be a positive integer"),
         (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6, 3))), 2.0), "'num_groups' must be a positive integer"),
         (lambda: L.ops.group_norm(L.Tensor(np.zeros(6)), 2), "argument 'x' must be 2-D"),
-        (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6))), 2, _vector(3)), r"argument 'weight' must have shape \(6,\)"),
+        (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6))), 2, _vector(3)),
+         r"argument 'weight' must have shape \(6,\)"),
         (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6))), 2, None, _vector(6, np.float32)),
          "group_norm: arguments must share one dtype"),
-        (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6))), 2, eps=-0.5), "argument 'eps' must be a real number >= 0"),
+        (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6))), 2, eps=-0.5),
+         "argument 'eps' must be a real number >= 0"),
     ],
 )
 def test_norm_rejects_bad_arguments(call, message):

@@ -42,7 +42,9 @@ def set_gradients(ours, theirs, rng, dtype):
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_adamw_matches_torch_over_several_steps_with_groups_and_lr_changes(dtype):
     ours, theirs = parameter_pairs(dtype)
-    groups = lambda params: [{"params": params[:2], "weight_decay": 0.05}, {"params": params[2:], "weight_decay": 0.0}]
+    def groups(params):
+        return [{"params": params[:2], "weight_decay": 0.05}, {"params": params[2:], "weight_decay": 0.0}]
+
     optimizer = AdamW(groups(ours), lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
     reference_optimizer = torch.optim.AdamW(groups(theirs), lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
     rng = np.random.default_rng(1)

@@ -76,7 +76,8 @@ def test_squeeze_excite_saturated_gate_without_overflow(dtype):
     """Gate pre-activations of +-1000 give gates of exactly 1 and 0, without overflow warnings."""
     rng = np.random.default_rng(4)
     arrays = [random_array(rng, (2, 4, 3, 3), dtype), random_array(rng, (2, 4, 1, 1), dtype),
-              random_array(rng, (2,), dtype), np.zeros((4, 2, 1, 1), dtype), np.array([1000, -1000, 1000, -1000], dtype)]
+              random_array(rng, (2,), dtype), np.zeros((4, 2, 1, 1), dtype),
+              np.array([1000, -1000, 1000, -1000], dtype)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         y = check_with_torch(L.ops.squeeze_excite, torch_squeeze_excite, arrays)[0]

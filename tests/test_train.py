@@ -41,7 +41,8 @@ def final_state(output):
 def test_a_few_steps_decrease_the_loss(data_root, tmp_path):
     """One batch repeated: the loss after 10 plain steps is clearly below the first."""
     losses = []
-    model = L.create_model("lsnet_t", num_classes=10, img_size=32, seed=0, embed_dim=(16, 32, 48, 64), depth=(0, 1, 1, 2))
+    model = L.create_model("lsnet_t", num_classes=10, img_size=32, seed=0,
+                           embed_dim=(16, 32, 48, 64), depth=(0, 1, 1, 2))
     optimizer = L.optim.AdamW(model.parameters(), lr=2e-3)
     dataset = train.data.ImageFolder(os.path.join(data_root, "train"))
     loader = train.data.Loader(dataset, train.data.SequentialSampler(len(dataset)), 16,
@@ -123,7 +124,8 @@ def test_corrupt_image_is_skipped_warned_about_and_counted(data_root, tmp_path):
     victim = sorted((root / "train" / os.listdir(root / "train")[0]).iterdir())[0]
     victim.write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
     with pytest.warns(train.data.SkippedImageWarning, match=victim.name):
-        assert run("--data-path", root, "--epochs", 1, "--output-dir", tmp_path / "out", "--no-repeated-aug", *QUICK) == 0
+        assert run("--data-path", root, "--epochs", 1, "--output-dir", tmp_path / "out", "--no-repeated-aug",
+                   *QUICK) == 0
     assert log_lines(tmp_path / "out")[0]["skipped_images"] >= 1
 
 
@@ -132,7 +134,8 @@ def test_non_finite_loss_stops_and_leaves_the_last_checkpoint_intact(data_root, 
     assert run("--data-path", data_root, "--epochs", 1, "--output-dir", output, *QUICK) == 0
     good = (output / "checkpoint.pth").read_bytes()
     broken = final_state(output)
-    broken["model"] = {k: (np.full_like(v, np.nan) if k.endswith("c.weight") else v) for k, v in broken["model"].items()}
+    broken["model"] = {k: (np.full_like(v, np.nan) if k.endswith("c.weight") else v)
+                       for k, v in broken["model"].items()}
     ckpt.save(broken, tmp_path / "nan.pth")
     assert run("--data-path", data_root, "--epochs", 2, "--output-dir", output, "--resume", tmp_path / "nan.pth",
                *QUICK) == 2

@@ -48,7 +48,9 @@ def train_ours(model, batches):
 def train_torch(model, batches):
     """The same steps in PyTorch; returns the EMA state."""
     named = list(model.named_parameters())
-    exempt = lambda name, p: p.ndim <= 1 or name.endswith(".bias") or "attention_biases" in name
+    def exempt(name, p):
+        return p.ndim <= 1 or name.endswith(".bias") or "attention_biases" in name
+
     optimizer = torch.optim.AdamW([{"params": [p for n, p in named if exempt(n, p)], "weight_decay": 0.0},
                                    {"params": [p for n, p in named if not exempt(n, p)], "weight_decay": 0.025}],
                                   lr=2e-3, betas=(0.9, 0.999), eps=1e-8)
@@ -109,8 +111,10 @@ def test_five_float32_training_steps_are_as_exact_as_pytorchs():
     train_torch(torch32, batches)
     noise_driven = analytically_constant(batches[0])
     assert noise_driven and all(name.endswith("bn.bias") for name in noise_driven), noise_driven
-    mine, exact_weights, torch_weights = ours.state_dict(), dict(exact.named_parameters()), dict(torch32.named_parameters())
-    ours_errors = {n: relative_error(mine[n], p.detach().numpy()) for n, p in exact_weights.items() if n not in noise_driven}
+    mine, exact_weights = ours.state_dict(), dict(exact.named_parameters())
+    torch_weights = dict(torch32.named_parameters())
+    ours_errors = {n: relative_error(mine[n], p.detach().numpy())
+                   for n, p in exact_weights.items() if n not in noise_driven}
     torch_errors = {n: relative_error(torch_weights[n].detach().numpy(), exact_weights[n].detach().numpy())
                     for n in ours_errors}
     worst = max(ours_errors, key=ours_errors.get)

@@ -10,8 +10,20 @@ from hypothesis import strategies as st
 from PIL import Image, ImageEnhance
 
 from train.transforms import (
-    IMAGENET_MEAN, IMAGENET_STD, AugmentOp, AugmentStep, CenterCrop, ColorJitter, Compose, RandAugment,
-    RandomErasing, RandomHorizontalFlip, RandomResizedCrop, Resize, ToArray, build_eval_transform,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugmentOp,
+    AugmentStep,
+    CenterCrop,
+    ColorJitter,
+    Compose,
+    RandAugment,
+    RandomErasing,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    Resize,
+    ToArray,
+    build_eval_transform,
     build_train_transform,
 )
 

@@ -396,8 +396,8 @@ def run(args):
         load_weights(model, ckpt.extract_state_dict(stored, path=args.resume), args.resume, name)
         resumed = stored if "optimizer" in stored and not args.eval else None
     model.to(device=args.device)
-    val_loader = Loader(val_set, SequentialSampler(len(val_set)), args.batch_size, build_eval_transform(args.input_size),
-                        workers=args.workers, drop_last=False)
+    val_loader = Loader(val_set, SequentialSampler(len(val_set)), args.batch_size,
+                        build_eval_transform(args.input_size), workers=args.workers, drop_last=False)
     if args.eval:
         print(kernel_cache_note())
         stats = evaluate(model, val_loader, device=args.device, progress=args.progress)
@@ -415,7 +415,8 @@ def run(args):
     train_loader = Loader(train_set, sampler, args.batch_size, transform, workers=args.workers, seed=args.seed)
     steps_per_epoch = len(train_loader) // args.accum_steps
     if steps_per_epoch < 1:
-        raise TrainingError(f"{len(train_set)} training images make no full step of {args.batch_size * args.accum_steps}")
+        raise TrainingError(
+            f"{len(train_set)} training images make no full step of {args.batch_size * args.accum_steps}")
     mixing = args.mixup > 0 or args.cutmix > 0
     mixup = Mixup(args.mixup, args.cutmix, switch_prob=args.mixup_switch_prob, label_smoothing=args.smoothing,
                   num_classes=num_classes) if mixing else None
@@ -487,7 +488,8 @@ def run(args):
                     continuation = f"--resume {checkpoint_path} continues at epoch {epoch}, batch {next_batch}"
                     raise Stopped(continuation) from None
                 except NonFiniteLoss as error:
-                    raise TrainingError(f"{error}; the last good checkpoint in {args.output_dir} is untouched") from None
+                    raise TrainingError(
+                        f"{error}; the last good checkpoint in {args.output_dir} is untouched") from None
                 except NoImages as error:
                     raise TrainingError(f"{error}: {train_loader.skipped - train_before} training and "
                                         f"{val_loader.skipped - val_before} validation images were unreadable this "

@@ -106,6 +106,7 @@ def conv2d_bwd_weight(grad_y, x, weight_shape, stride, padding, groups):
     columns = _columns(x, weight_shape[2:], stride, padding, groups)
     # one product per group, contracting over samples and positions at once: (C_out/G, B*P) @ (B*P, K)
     samples_and_positions = grad_y.shape[0] * grad_y.shape[2] * grad_y.shape[3]
-    grad_y_rows = _grouped(grad_y, groups).transpose(1, 2, 0, 3).reshape(groups, weight_shape[0] // groups, samples_and_positions)
+    grad_y_rows = _grouped(grad_y, groups).transpose(1, 2, 0, 3)
+    grad_y_rows = grad_y_rows.reshape(groups, weight_shape[0] // groups, samples_and_positions)
     column_rows = columns.transpose(1, 2, 0, 3).reshape(groups, columns.shape[2], samples_and_positions)
     return matmul(grad_y_rows, column_rows, transpose_b=True).reshape(weight_shape)

@@ -144,7 +144,8 @@ def _depthwise_bwd_weight(grad_y, x, sh, sw, ph, pw, group, tasks, row_taps, gra
                                     tap[k] += grad_row[k] * src[k]
                             else:
                                 for j in range(out_w):
-                                    cell, grad_cell, window = tap[j * group:], grad_row[j * group:], src[sw * j * group:]
+                                    cell, grad_cell = tap[j * group:], grad_row[j * group:]
+                                    window = src[sw * j * group:]
                                     for m in range(group):
                                         cell[m] += grad_cell[m] * window[m]
             for u in range(kernel_h):
@@ -200,7 +201,9 @@ def _spread(grad_y, input_shape, kernel_shape, stride, padding):
     cols = range(max(0, -(left // sw)), min(grad_y.shape[3], (spread.shape[3] - 1 - left) // sw + 1))
     if len(rows) and len(cols):
         spread[
-            :, :, top + sh * rows.start:top + sh * (rows.stop - 1) + 1:sh, left + sw * cols.start:left + sw * (cols.stop - 1) + 1:sw
+            :, :,
+            top + sh * rows.start:top + sh * (rows.stop - 1) + 1:sh,
+            left + sw * cols.start:left + sw * (cols.stop - 1) + 1:sw,
         ] = grad_y[:, :, rows.start:rows.stop, cols.start:cols.stop]
     return spread, (0, 0)
 

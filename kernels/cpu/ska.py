@@ -6,8 +6,8 @@ Each (H, W) plane is walked as one flat run per tap: tap (u, v) pairs flat posit
 d = (u - pad) * W + (v - pad), over the positions whose shifted row exists and whose p + d lies in
 the plane. A column mask (0 or 1 per position and horizontal shift) removes the pairs that wrap
 across a row edge; for finite values, multiplying by exactly 0 or 1 gives the same result as
-bounds-checked loops, and the long inner loop vectorises even on 7 x 7 maps. Work is split over (b, g): the weight planes of a group stay in
-cache while its C / G channels use them.
+bounds-checked loops, and the long inner loop vectorises even on 7 x 7 maps. Work is split over
+(b, g): the weight planes of a group stay in cache while its C / G channels use them.
 """
 import numpy as np
 from numba import njit, prange

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64, int64
 
-from .launch import THREADS, blocks, block_sum
+from .launch import THREADS, block_sum, blocks
 
 __all__ = [
     "empty", "zeros", "full", "copy", "to_host", "from_host",

@@ -130,7 +130,7 @@ def _batch_sum(grad_logits, summed):
     i = cuda.grid(1)
     if i >= summed.size:
         return
-    heads, points = summed.shape[0], summed.shape[1]
+    points = summed.shape[1]
     m = i % points
     n = (i // points) % points
     h = i // (points * points)

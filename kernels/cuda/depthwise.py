@@ -8,7 +8,7 @@ tested before it is used, and no thread writes another's output: no atomics.
 """
 from numba import cuda, float32, float64, int64
 
-from .launch import THREADS, blocks, block_sum, unravel_4d
+from .launch import THREADS, block_sum, blocks, unravel_4d
 
 __all__ = ["depthwise_conv2d_fwd", "depthwise_conv2d_bwd_input", "depthwise_conv2d_bwd_weight"]
 

@@ -8,7 +8,7 @@ import math
 
 from numba import cuda, float32, float64, int64
 
-from .launch import THREADS, blocks, block_sum
+from .launch import THREADS, block_sum, blocks
 
 __all__ = [
     "batch_norm_stats", "batch_norm_fwd", "batch_norm_bwd", "batch_norm_bwd_eval", "batch_norm_bwd_weight",

@@ -6,11 +6,11 @@ with small elementwise kernels around them; the rest is one thread per output el
 """
 import math
 
-from numba import cuda, float32, float64, int64
+from numba import cuda, float32, float64
 
 from .array import channel_sum, relu_bwd
 from .gemm import matmul
-from .launch import THREADS, blocks, block_sum
+from .launch import THREADS, block_sum, blocks
 
 __all__ = ["squeeze_excite_fwd", "squeeze_excite_bwd"]
 

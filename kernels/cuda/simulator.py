@@ -99,7 +99,11 @@ def apply():
     # Kernels index their arguments' NumPy arrays directly, not through the simulator's wrapper
     # (record-array attribute access, which no kernel here uses): a load or store is one NumPy index.
     kernel.FakeWithinKernelCUDAArray = lambda device_array: device_array._ary
-    kernel.BlockManager.run = lambda manager, grid_point, *args: run_block(manager._f, grid_point, manager._block_dim, args)
+
+    def run(manager, grid_point, *args):
+        return run_block(manager._f, grid_point, manager._block_dim, args)
+
+    kernel.BlockManager.run = run
 
     allocate_shared = kernelapi.FakeCUDAShared.array
 

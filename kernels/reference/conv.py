@@ -9,7 +9,8 @@ def _windows(kernel_shape, stride, out_shape):
     (sh, sw), (out_h, out_w) = stride, out_shape
     for u in range(kernel_shape[0]):
         for v in range(kernel_shape[1]):
-            yield u, v, (slice(None), slice(None), slice(u, u + sh * (out_h - 1) + 1, sh), slice(v, v + sw * (out_w - 1) + 1, sw))
+            rows, cols = slice(u, u + sh * (out_h - 1) + 1, sh), slice(v, v + sw * (out_w - 1) + 1, sw)
+            yield u, v, (slice(None), slice(None), rows, cols)
 
 
 def _pad(x, padding):

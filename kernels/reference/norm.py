@@ -77,7 +77,9 @@ def group_norm_bwd(grad_y, x, mean, rstd, weight, groups):
     grad_y4 = _as_nggl(grad_y, groups)
     grad_xhat = grad_y4 * _per_channel_in_groups(weight, groups)
     grad_x = rstd4 * (
-        grad_xhat - grad_xhat.mean(axis=(2, 3), keepdims=True) - xhat * (grad_xhat * xhat).mean(axis=(2, 3), keepdims=True)
+        grad_xhat
+        - grad_xhat.mean(axis=(2, 3), keepdims=True)
+        - xhat * (grad_xhat * xhat).mean(axis=(2, 3), keepdims=True)
     )
     grad_weight = (grad_y4 * xhat).sum(axis=(0, 3)).reshape(-1)
     grad_bias = grad_y4.sum(axis=(0, 3)).reshape(-1)

@@ -36,7 +36,8 @@ def test_channel_kernels_match_cpu(dtype):
     rng = np.random.default_rng(0)
     for shape in [(3, 5), (2, 4, 3, 2), (1, 40)]:
         x, bias = random_array(rng, shape, dtype), random_array(rng, (shape[1],), dtype)
-        assert_close(gpu.channel_sum(gpu.from_host(x)).copy_to_host(), cpu.channel_sum(x), "channel_sum", TOLERANCE[np.dtype(dtype)])
+        assert_close(gpu.channel_sum(gpu.from_host(x)).copy_to_host(), cpu.channel_sum(x), "channel_sum",
+                     TOLERANCE[np.dtype(dtype)])
         assert_close(gpu.add_channel_bias(gpu.from_host(x), gpu.from_host(bias)).copy_to_host(),
                      cpu.add_channel_bias(x, bias), "add_channel_bias", TOLERANCE[np.dtype(dtype)])
 

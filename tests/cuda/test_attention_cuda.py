@@ -7,7 +7,11 @@ from hypothesis import strategies as st
 import lsnet_ref as L
 from oracle import FLOAT_DTYPES, check_gradient
 from test_attention import (
-    LSNET_SCALE, attention_cases, check_attention_kernels, check_attention_with_torch, large_logit_arrays,
+    LSNET_SCALE,
+    attention_cases,
+    check_attention_kernels,
+    check_attention_with_torch,
+    large_logit_arrays,
     lsnet_head_arrays,
 )
 

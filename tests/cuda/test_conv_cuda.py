@@ -7,8 +7,15 @@ from hypothesis import strategies as st
 
 from oracle import check_gradient, check_with_torch, random_array
 from test_conv import (
-    check_conv_kernels, check_depthwise_kernels, conv_cases, grouped_as_depthwise_cases, depthwise_cases, ours_conv,
-    ours_depthwise, pointwise_cases, torch_conv,
+    check_conv_kernels,
+    check_depthwise_kernels,
+    conv_cases,
+    depthwise_cases,
+    grouped_as_depthwise_cases,
+    ours_conv,
+    ours_depthwise,
+    pointwise_cases,
+    torch_conv,
 )
 
 # Few blocks per launch: the simulator runs every GPU thread as an OS thread (a 16 x 16 GEMM tile is 256),

@@ -8,8 +8,15 @@ from hypothesis import strategies as st
 import lsnet_ref as L
 from oracle import FLOAT_DTYPES, check_gradient, check_with_torch, random_array
 from test_layout import (
-    check_concat_against_torch, check_layout_kernels, check_one_split_piece_against_torch, check_spatial_mean_kernels,
-    check_split_against_torch, concat_cases, pool_cases, split_cases, torch_spatial_mean,
+    check_concat_against_torch,
+    check_layout_kernels,
+    check_one_split_piece_against_torch,
+    check_spatial_mean_kernels,
+    check_split_against_torch,
+    concat_cases,
+    pool_cases,
+    split_cases,
+    torch_spatial_mean,
 )
 
 small_split_cases = split_cases(max_side=3)

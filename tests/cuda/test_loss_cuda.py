@@ -10,8 +10,14 @@ import lsnet_ref as L
 from oracle import FLOAT_DTYPES, check_gradient, check_with_torch, random_array
 from test_linear import linear_cases
 from test_loss import (
-    check_argmax, check_cross_entropy_against_torch, check_loss_kernels, check_one_hot_kernel,
-    check_soft_target_against_torch, label_cases, smoothings, soft_target_cases,
+    check_argmax,
+    check_cross_entropy_against_torch,
+    check_loss_kernels,
+    check_one_hot_kernel,
+    check_soft_target_against_torch,
+    label_cases,
+    smoothings,
+    soft_target_cases,
 )
 
 # a row is one block of three reductions, slow in the simulator: few rows, one for finite differences

@@ -8,8 +8,15 @@ import kernels.reference as reference
 import lsnet_ref as L
 from oracle import FLOAT_DTYPES, check_gradient, check_kernel, check_with_torch, kernel_on, random_array
 from test_norm import (
-    _affine_call, _present, batch_norm_cases, check_batch_norm_against_torch, check_batch_norm_kernels,
-    check_group_norm_kernels, check_running_stats_over_calls, group_norm_cases, torch_group_norm,
+    _affine_call,
+    _present,
+    batch_norm_cases,
+    check_batch_norm_against_torch,
+    check_batch_norm_kernels,
+    check_group_norm_kernels,
+    check_running_stats_over_calls,
+    group_norm_cases,
+    torch_group_norm,
 )
 
 SMALL = dict(max_side=3, max_count=2)  # few blocks per launch: the simulator runs each block's threads as OS threads
