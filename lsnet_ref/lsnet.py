@@ -5,7 +5,7 @@ LSNet is a lightweight vision network built around the LS convolution: large-ker
 small-kernel aggregation (SKA) applies those kernels to the features. Stages 1-3 alternate
 RepVGG-style depthwise blocks (with squeeze-excite) and LS convolutions; stage 4 replaces the LS
 convolution with multi-head self-attention. Module and parameter names equal the authors' released
-PyTorch model (see ../shared/SPEC.md), so state dicts move between the two unchanged.
+PyTorch model (github.com/THU-MIG/lsnet; see docs/architecture.md), so state dicts move between the two unchanged.
 """
 import math
 

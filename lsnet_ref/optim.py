@@ -1,4 +1,4 @@
-"""Training utilities of the authors' recipe (SPEC.md 5): AdamW with weight-decay groups, the cosine
+"""Training utilities of the authors' recipe (docs/architecture.md §6): AdamW with weight-decay groups, the cosine
 schedule with linear warmup, gradient clipping (adaptive, norm, value) and an EMA of the weights.
 
 Each follows the PyTorch / timm component the authors used (torch.optim.AdamW, timm's

@@ -1,4 +1,4 @@
-"""LSNet in PyTorch, written from SPEC.md: the oracle the parity tests hold lsnet_ref against.
+"""LSNet in PyTorch, written from docs/architecture.md: the oracle the parity tests hold lsnet_ref against.
 
 Module names mirror the authors' released model so that state dicts are interchangeable; SKA is the
 unfold formula (channel c uses weight group c % G).

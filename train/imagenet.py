@@ -1,4 +1,4 @@
-"""Train LSNet on ImageNet-1K with the authors' recipe (SPEC.md 5), or on a built-in demo dataset.
+"""Train LSNet on ImageNet-1K with the authors' recipe (docs/architecture.md §6), or on a built-in demo dataset.
 
     python -m train.imagenet --variant t --device cpu                      # the demo dataset
     python -m train.imagenet --variant t --device cuda --data-path /data/imagenet

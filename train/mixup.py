@@ -1,4 +1,4 @@
-"""Mixup / CutMix with label smoothing, as timm 0.4's `Mixup` in "batch" mode (SPEC.md 5).
+"""Mixup / CutMix with label smoothing, as timm 0.4's `Mixup` in "batch" mode (docs/architecture.md §6).
 
 One mixing decision per batch: with probability `prob` the batch is mixed with itself reversed,
 either by blending (mixup, lambda ~ Beta(mixup_alpha, mixup_alpha)) or by pasting a box of the

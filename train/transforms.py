@@ -1,4 +1,4 @@
-"""Image transforms of the training recipe (SPEC.md 5), in NumPy and Pillow.
+"""Image transforms of the training recipe (docs/architecture.md §6), in NumPy and Pillow.
 
 Each transform is a callable `transform(image, rng)`: `image` is a PIL RGB image (an array for the
 transforms after ToArray) and `rng` a `numpy.random.Generator` that supplies every random decision,
@@ -544,7 +544,7 @@ def build_train_transform(input_size, auto_augment="rand-m9-mstd0.5-inc1", color
     RandomErasing("pixel", reprob).
 
     Colour jitter is applied only when auto augment is off: timm's create_transform has that rule,
-    so the authors' runs had no colour jitter although their arguments set 0.4 (SPEC.md lists both).
+    so the authors' runs had no colour jitter although their arguments set 0.4.
     RandAugment gets timm's hparams: the fill colour round(255 * mean) = (124, 116, 104) and
     `interpolation` for its resampling ops.
 

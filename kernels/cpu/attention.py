@@ -1,4 +1,4 @@
-"""Multi-head self-attention with a LeViT bias table (SPEC 2, Attention).
+"""Multi-head self-attention with a LeViT bias table (docs/architecture.md §3).
 
 q, k: (B, h, d, N); v, out: (B, h, dv, N); biases: (h, num_offsets); bias_idxs: (N, N) integers;
 attn, logits: (B, h, N, N).

@@ -1,4 +1,4 @@
-"""Squeeze-excite (SPEC 2, SE): y = x * sigmoid(fc2(relu(fc1(mean_hw(x))))).
+"""Squeeze-excite (docs/architecture.md §2): y = x * sigmoid(fc2(relu(fc1(mean_hw(x))))).
 
 x, y: (B, C, H, W); fc1: w1 (R, C, 1, 1), b1 (R,); fc2: w2 (C, R, 1, 1), b2 (C,). The passes over x
 are Numba kernels over (b, c) planes; the small matrix products between them use NumPy's BLAS.

@@ -1,4 +1,4 @@
-"""SKA (SPEC 1): a per-pixel dynamic KS x KS convolution, channel c using weight group c % G.
+"""SKA (docs/architecture.md §1): a per-pixel dynamic KS x KS convolution, channel c using weight group c % G.
 
 x, y: (B, C, H, W); w: (B, G, KS*KS, H, W); zero padding KS // 2.
 

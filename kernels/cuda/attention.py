@@ -1,4 +1,4 @@
-"""Multi-head self-attention with a LeViT bias table (SPEC 2, Attention) on the GPU.
+"""Multi-head self-attention with a LeViT bias table (docs/architecture.md §3) on the GPU.
 
 q, k: (B, h, d, N); v, out: (B, h, dv, N); biases: (h, num_offsets); bias_idxs: (N, N) int64 or
 int32 with values in [0, num_offsets) (the op checks them); attn, logits: (B, h, N, N).

@@ -1,4 +1,4 @@
-"""Squeeze-excite (SPEC 2, SE) on the GPU: y = x * sigmoid(fc2(relu(fc1(mean_hw(x))))).
+"""Squeeze-excite (docs/architecture.md §2) on the GPU: y = x * sigmoid(fc2(relu(fc1(mean_hw(x))))).
 
 x, y: (B, C, H, W); fc1: w1 (R, C, 1, 1), b1 (R,); fc2: w2 (C, R, 1, 1), b2 (C,). Sums over a
 (b, c) plane are block reductions (one block per plane); the 1x1 layers are gemm.matmul products

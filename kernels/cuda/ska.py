@@ -1,4 +1,4 @@
-"""SKA (SPEC 1) on the GPU: one thread per output element, channel c using weight group c % G.
+"""SKA (docs/architecture.md §1) on the GPU: one thread per output element, channel c using weight group c % G.
 
 x, y: (B, C, H, W); w: (B, G, KS*KS, H, W); zero padding KS // 2. Every padding index is tested
 before it is used (never a negative index), and each thread owns its output: no atomics.

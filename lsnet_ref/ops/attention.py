@@ -1,4 +1,4 @@
-"""Multi-head self-attention with the LeViT relative-position bias table (SPEC 2, Attention)."""
+"""Multi-head self-attention with the LeViT relative-position bias table (docs/architecture.md §3)."""
 import itertools
 import numbers
 

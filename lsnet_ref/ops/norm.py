@@ -1,4 +1,7 @@
-"""Normalisation: batch_norm (BatchNorm1d and BatchNorm2d, SPEC 4) and group_norm (LKP's GroupNorm, SPEC 1)."""
+"""Normalisation: batch_norm (BatchNorm1d and BatchNorm2d) and group_norm (LKP's GroupNorm).
+
+Semantics as PyTorch's: docs/architecture.md §5.
+"""
 import math
 import numbers
 

@@ -1,4 +1,4 @@
-"""Squeeze-excite (SPEC 2, SE), one fused op."""
+"""Squeeze-excite (docs/architecture.md §2), one fused op."""
 from ..function import Function
 from ._checks import check_nonempty, check_rank, check_same_dtype, check_shape
 

@@ -1,4 +1,4 @@
-"""SKA, small-kernel aggregation (SPEC 1, paper Eq. 8)."""
+"""SKA, small-kernel aggregation (paper Eq. 8; docs/architecture.md §1)."""
 import math
 
 from ..function import Function
