@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from lsnet_ref.checks import check_int
+
 __all__ = [
     "IMAGE_EXTENSIONS", "ImageFolder", "Loader", "RandomSampler", "RepeatedAugmentSampler",
     "SequentialSampler", "SkippedImageWarning", "check_readable", "load_image",
@@ -23,12 +25,6 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
 # The authors' sampler keeps a multiple of this many samples per epoch (DeiT's RASampler).
 _SELECTION_MULTIPLE = 256
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def load_image(path):
@@ -106,13 +102,13 @@ class SequentialSampler:
     """Every index in order, each epoch: indices(epoch) -> int64 array arange(dataset_size)."""
 
     def __init__(self, dataset_size):
-        self.dataset_size = _check_int("dataset_size", dataset_size, 1)
+        self.dataset_size = check_int("dataset_size", dataset_size, 1)
 
     def __len__(self):
         return self.dataset_size
 
     def indices(self, epoch):
-        _check_int("epoch", epoch, 0)
+        check_int("epoch", epoch, 0)
         return np.arange(self.dataset_size, dtype=np.int64)
 
 
@@ -121,14 +117,14 @@ class RandomSampler:
     array of length dataset_size."""
 
     def __init__(self, dataset_size, seed=0):
-        self.dataset_size = _check_int("dataset_size", dataset_size, 1)
-        self.seed = _check_int("seed", seed, 0)
+        self.dataset_size = check_int("dataset_size", dataset_size, 1)
+        self.seed = check_int("seed", seed, 0)
 
     def __len__(self):
         return self.dataset_size
 
     def indices(self, epoch):
-        epoch = _check_int("epoch", epoch, 0)
+        epoch = check_int("epoch", epoch, 0)
         return np.random.default_rng([self.seed, epoch]).permutation(self.dataset_size).astype(np.int64)
 
 
@@ -144,12 +140,12 @@ class RepeatedAugmentSampler:
     """
 
     def __init__(self, dataset_size, num_repeats=3, shuffle=True, seed=0):
-        self.dataset_size = _check_int("dataset_size", dataset_size, 1)
-        self.num_repeats = _check_int("num_repeats", num_repeats, 1)
+        self.dataset_size = check_int("dataset_size", dataset_size, 1)
+        self.num_repeats = check_int("num_repeats", num_repeats, 1)
         if not isinstance(shuffle, bool):
             raise ValueError(f"shuffle must be a bool, got {shuffle!r}")
         self.shuffle = shuffle
-        self.seed = _check_int("seed", seed, 0)
+        self.seed = check_int("seed", seed, 0)
         selected = self.dataset_size // _SELECTION_MULTIPLE * _SELECTION_MULTIPLE
         self.num_selected = selected if selected > 0 else self.dataset_size
 
@@ -157,7 +153,7 @@ class RepeatedAugmentSampler:
         return self.num_selected
 
     def indices(self, epoch):
-        epoch = _check_int("epoch", epoch, 0)
+        epoch = check_int("epoch", epoch, 0)
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch]).permutation(self.dataset_size)
         else:
@@ -213,12 +209,12 @@ class Loader:
             raise ValueError(f"transform must be callable as transform(image, rng), got {transform!r}")
         self.dataset = dataset
         self.sampler = sampler
-        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1)
         self.transform = transform
-        self.workers = _check_int("workers", workers, 1)
-        self.seed = _check_int("seed", seed, 0)
+        self.workers = check_int("workers", workers, 1)
+        self.seed = check_int("seed", seed, 0)
         self.drop_last = bool(drop_last)
-        self.prefetch = _check_int("prefetch", prefetch, 0)
+        self.prefetch = check_int("prefetch", prefetch, 0)
         self.skipped = 0
         self.skipped_by_epoch = {}
 
@@ -232,8 +228,8 @@ class Loader:
         """An iterator over the batches of `epoch` from batch number `start_batch` on (earlier batches
         are neither read nor decoded). Use it in a `with` block, or call close(), to stop its
         threads when leaving an epoch early; dropping the last reference to it does the same."""
-        epoch = _check_int("epoch", epoch, 0)
-        start_batch = _check_int("start_batch", start_batch, 0)
+        epoch = check_int("epoch", epoch, 0)
+        start_batch = check_int("start_batch", start_batch, 0)
         if start_batch > len(self):
             raise ValueError(f"start_batch must be at most {len(self)} (batches per epoch), got {start_batch}")
         return _EpochIterator(self, epoch, self.sampler.indices(epoch), start_batch)

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lsnet_ref.checks import check_int, is_int
+
 __all__ = ["DEMO_CLASSES", "DEMO_PER_CLASS", "demo_dataset"]
 
 DEMO_CLASSES = (
@@ -121,14 +123,11 @@ def demo_dataset(root=None, seed=0, per_class=DEMO_PER_CLASS):
     folder and renamed into place when complete, so a folder by the final name is always complete;
     an interrupted generation leaves at most a hidden `.demo-v1*.partial-*` sibling, never reused.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    seed = check_int("seed", seed, 0)
     per_class = tuple(per_class)
-    if len(per_class) != 2 or any(
-        isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in per_class
-    ):
+    if len(per_class) != 2 or not all(is_int(n, 1) for n in per_class):
         raise ValueError(f"per_class must be a pair of integers >= 1 (train, val), got {per_class!r}")
-    seed, per_class = int(seed), tuple(int(n) for n in per_class)
+    per_class = tuple(int(n) for n in per_class)
     name = _VERSION_NAME
     if (seed, per_class) != (0, DEMO_PER_CLASS):
         name = f"{_VERSION_NAME}-seed{seed}-{per_class[0]}x{per_class[1]}"

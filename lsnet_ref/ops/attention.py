@@ -1,9 +1,9 @@
 """Multi-head self-attention with the LeViT relative-position bias table (docs/architecture.md §3)."""
 import itertools
-import numbers
 
 import numpy as np
 
+from ..checks import is_int, is_real
 from ..function import Function
 from ._checks import check_rank, check_same_dtype, check_tensor
 
@@ -62,9 +62,7 @@ def _check_index_table(op, name, table, points, num_offsets):
 
 def _check_resolution(resolution):
     sides = (resolution, resolution) if not isinstance(resolution, (tuple, list)) else tuple(resolution)
-    if len(sides) != 2 or not all(
-        isinstance(side, numbers.Integral) and not isinstance(side, bool) and side >= 1 for side in sides
-    ):
+    if len(sides) != 2 or not all(is_int(side, 1) for side in sides):
         raise ValueError(
             f"attention_bias_index: argument 'resolution' must be a positive int or (rows, cols) of positive ints; "
             f"got {resolution!r}"
@@ -131,6 +129,6 @@ def attention(q, k, v, attention_biases, attention_bias_idxs, scale):
         )
     num_offsets = attention_biases.shape[1]
     _check_index_table(op, "attention_bias_idxs", attention_bias_idxs, points, num_offsets)
-    if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
+    if not is_real(scale):
         raise ValueError(f"{op}: argument 'scale' must be a real number; got {scale!r}")
     return AttentionFunction(float(scale), num_offsets).apply(q, k, v, attention_biases, attention_bias_idxs)

@@ -1,6 +1,7 @@
 """2-D convolution (F.conv2d) and its depthwise special case."""
 import numbers
 
+from ..checks import is_int
 from ..function import Function
 from ._checks import check_odd, check_rank, check_same_dtype, check_shape
 
@@ -61,7 +62,7 @@ def _pair(op, name, value, minimum):
     if (
         not isinstance(pair, (tuple, list))
         or len(pair) != 2
-        or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= minimum for n in pair)
+        or not all(is_int(n, minimum) for n in pair)
     ):
         raise ValueError(f"{op}: argument '{name}' must be an int >= {minimum} or a pair of them; got {value!r}")
     return int(pair[0]), int(pair[1])
@@ -76,7 +77,7 @@ def _convolve(op, x, weight, bias, stride, padding, groups):
             f"{op}: only the batch axis of 'x' may have length 0, no axis of 'weight'; got {x.shape} and {weight.shape}"
         )
     stride, padding = _pair(op, "stride", stride, 1), _pair(op, "padding", padding, 0)
-    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
+    if not is_int(groups, 1):
         raise ValueError(f"{op}: argument 'groups' must be a positive int; got {groups!r}")
     groups = int(groups)
     in_channels, height, width = x.shape[1:]

@@ -1,6 +1,7 @@
 """Classification losses (softmax cross-entropy, mean over the batch) and argmax."""
 import numpy as np
 
+from ..checks import is_real
 from ..function import Function
 from ..tensor import Tensor, no_grad
 from ._checks import check_rank, check_same_dtype, check_shape, check_tensor
@@ -77,8 +78,7 @@ def cross_entropy(logits, target, label_smoothing=0.0):
     """
     _check_logits("cross_entropy", logits)
     _check_labels("cross_entropy", target, *logits.shape)
-    number = isinstance(label_smoothing, (int, float)) and not isinstance(label_smoothing, bool)
-    if not number or not 0 <= label_smoothing <= 1:
+    if not is_real(label_smoothing) or not 0 <= label_smoothing <= 1:
         raise ValueError(
             f"cross_entropy: argument 'label_smoothing' must be a number in [0, 1]; got {label_smoothing!r}"
         )

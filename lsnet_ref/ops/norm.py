@@ -3,8 +3,8 @@
 Semantics as PyTorch's: docs/architecture.md §5.
 """
 import math
-import numbers
 
+from ..checks import is_int, is_real
 from ..function import Function
 from ._checks import check_nonempty, check_rank, check_same_dtype, check_shape
 
@@ -95,7 +95,7 @@ def _check_vectors(op, x, tensors):
 
 
 def _check_real(op, name, value, minimum=None):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or (minimum is not None and value < minimum):
+    if not is_real(value) or (minimum is not None and value < minimum):
         bound = f" >= {minimum}" if minimum is not None else ""
         raise ValueError(f"{op}: argument '{name}' must be a real number{bound}; got {value!r}")
 
@@ -146,7 +146,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     """
     op = "group_norm"
     _check_input(op, x)
-    if not isinstance(num_groups, numbers.Integral) or isinstance(num_groups, bool) or num_groups < 1:
+    if not is_int(num_groups, 1):
         raise ValueError(f"{op}: argument 'num_groups' must be a positive integer; got {num_groups!r}")
     if x.shape[1] % num_groups:
         raise ValueError(

@@ -1,6 +1,7 @@
 """Operations that only rearrange values: reshape, split and concatenation along an axis."""
 import numpy as np
 
+from ..checks import is_int
 from ..function import Function
 from ._checks import check_same_dtype, check_tensor
 
@@ -65,7 +66,7 @@ def _resolve_shape(op, shape, size):
 
 def _resolve_axis(op, axis, ndim):
     """`axis` in [-ndim, ndim) as a non-negative index."""
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+    if not is_int(axis) or not -ndim <= axis < ndim:
         raise ValueError(f"{op}: argument 'axis' must be an integer in [{-ndim}, {ndim}); got {axis!r}")
     return int(axis) % ndim
 
@@ -90,7 +91,7 @@ def split(x, sizes, axis=1):
     axis = _resolve_axis("split", axis, x.ndim)
     if not isinstance(sizes, (list, tuple)) or not sizes:
         raise ValueError(f"split: argument 'sizes' must be a non-empty list or tuple of ints; got {sizes!r}")
-    if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in sizes):
+    if not all(is_int(s, 0) for s in sizes):
         raise ValueError(f"split: argument 'sizes' must hold non-negative ints; got {sizes!r}")
     sizes = tuple(int(s) for s in sizes)
     if sum(sizes) != x.shape[axis]:
