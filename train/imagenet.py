@@ -121,7 +121,15 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m train.imagenet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add = parser.add_argument
+    # Grouped in --help as timm's train.py groups its flags.
+    add = parser.add_argument_group("data").add_argument
+    add("--data-path", default="demo",
+        help="ImageNet-style folder with train/ and val/, or 'demo' for the built-in dataset (default: %(default)s)")
+    add("--input-size", type=int, help=f"crop side{preset_default('input_size')}")
+    add("--batch-size", type=int, help=f"images per step{preset_default('batch_size')}")
+    add("--workers", type=int, default=4, help="decoding threads (default: %(default)s)")
+
+    add = parser.add_argument_group("model").add_argument
     add("--variant", choices=("t", "s", "b", "test"), default="t",
         help="LSNet-T, -S or -B; 'test' is lsnet_test, a tiny network with every block kind for smoke tests, "
              "72 px unless --input-size says otherwise; on the demo data it trains 1 epoch on 1 training and 1 "
@@ -130,50 +138,53 @@ def build_parser():
     for knob in ("embed-dim", "depth", "num-heads", "key-dim"):
         add(f"--{knob}", type=int, nargs=4, metavar="N",
             help=f"override the variant's per-stage {knob.replace('-', ' ')} (experiments; default: the variant's)")
-    add("--data-path", default="demo",
-        help="ImageNet-style folder with train/ and val/, or 'demo' for the built-in dataset (default: %(default)s)")
     add("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default: %(default)s)")
     add("--dtype", choices=("float32", "float64"), default="float32",
         help="precision of the weights and of every computation; float64 for reference runs that compare "
              "devices or implementations (default: %(default)s)")
-    add("--distillation-type", choices=("none", "hard"), default="none",
-        help="hard: half the loss from head_dist against the teacher's argmax (default: %(default)s)")
-    add("--teacher-path", help="LSNet checkpoint of the teacher (needed with --distillation-type hard)")
+
+    add = parser.add_argument_group("optimisation").add_argument
     add("--epochs", type=int, help=f"epochs{preset_default('epochs')}")
-    add("--batch-size", type=int, help=f"images per step{preset_default('batch_size')}")
     add("--accum-steps", type=int, default=1,
         help="batches per optimizer update, to reach the recipe's batch on one device (default: %(default)s)")
-    add("--input-size", type=int, help=f"crop side{preset_default('input_size')}")
     add("--lr", type=float,
         help=f"learning rate per 512 images, scaled by batch-size x accum-steps / 512{preset_default('lr')}")
     add("--weight-decay", type=float, help="AdamW weight decay (default: 0.025 for t and s, 0.05 for b)")
     add("--warmup-epochs", type=float, help=f"linear warmup{preset_default('warmup_epochs')}")
     add("--warmup-lr", type=float, default=1e-6, help="learning rate at the start of warmup (default: %(default)s)")
     add("--min-lr", type=float, default=1e-5, help="learning rate at the end of the cosine (default: %(default)s)")
-    add("--smoothing", type=float, default=0.1, help="label smoothing (default: %(default)s)")
-    add("--mixup", type=float, help=f"mixup alpha, 0 disables{preset_default('mixup')}")
-    add("--cutmix", type=float, help=f"cutmix alpha, 0 disables{preset_default('cutmix')}")
-    add("--mixup-switch-prob", type=float, default=0.5,
-        help="probability of cutmix when both are on (default: %(default)s)")
-    add("--reprob", type=float, help=f"random erasing probability, pixel mode{preset_default('reprob')}")
-    add("--aa", help=f"RandAugment policy, 'none' disables (then colour jitter applies){preset_default('aa')}")
-    add("--color-jitter", type=float, default=0.4,
-        help="colour jitter strength, used only without --aa, as in timm (default: %(default)s)")
     add("--clip-grad", type=float, default=0.02, help="gradient clipping value, 0 disables (default: %(default)s)")
     add("--clip-mode", choices=("agc", "norm", "value"), default="agc", help="clipping kind (default: %(default)s)")
     add("--model-ema-decay", type=float,
         help=f"EMA decay of the weights{preset_default('model_ema_decay')}")
     add("--no-model-ema", dest="model_ema", action="store_false", help="do not keep an EMA of the weights")
+
+    add = parser.add_argument_group("augmentation").add_argument
+    add("--aa", help=f"RandAugment policy, 'none' disables (then colour jitter applies){preset_default('aa')}")
+    add("--color-jitter", type=float, default=0.4,
+        help="colour jitter strength, used only without --aa, as in timm (default: %(default)s)")
+    add("--reprob", type=float, help=f"random erasing probability, pixel mode{preset_default('reprob')}")
+    add("--mixup", type=float, help=f"mixup alpha, 0 disables{preset_default('mixup')}")
+    add("--cutmix", type=float, help=f"cutmix alpha, 0 disables{preset_default('cutmix')}")
+    add("--mixup-switch-prob", type=float, default=0.5,
+        help="probability of cutmix when both are on (default: %(default)s)")
+    add("--smoothing", type=float, default=0.1, help="label smoothing (default: %(default)s)")
     add("--repeated-aug", dest="repeated_aug", action=argparse.BooleanOptionalAction,
         help=f"repeated-augmentation sampler, 3 repeats{preset_default('repeated_aug')}")
-    add("--workers", type=int, default=4, help="decoding threads (default: %(default)s)")
-    add("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
+
+    add = parser.add_argument_group("distillation").add_argument
+    add("--distillation-type", choices=("none", "hard"), default="none",
+        help="hard: half the loss from head_dist against the teacher's argmax (default: %(default)s)")
+    add("--teacher-path", help="LSNet checkpoint of the teacher (needed with --distillation-type hard)")
+
+    add = parser.add_argument_group("checkpoints and run control").add_argument
     add("--output-dir", help="where checkpoints and log.txt go; a folder holding a run is refused unless "
                              "--resume or --overwrite is given (default: output/lsnet_<variant>)")
     add("--overwrite", action="store_true",
         help="start afresh in an --output-dir that holds a run: its checkpoint.pth, best.pth and log.txt are deleted")
     add("--resume", help="checkpoint to continue from (or to evaluate with --eval)")
     add("--eval", action="store_true", help="only evaluate the --resume checkpoint on the val set")
+    add("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
     add("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return parser
 
