@@ -77,7 +77,7 @@ def main(argv=None):
     if gpu:
         ok, output, seconds = run_part("2. gpu-marked and end-to-end tests on the GPU",
                                        [python, "-m", "pytest", "tests/cuda", "-q", "-m", "gpu or cli", "-p",
-                                        "no:cacheprovider"], 300)
+                                        "no:cacheprovider"], 420)
         counts = re.findall(r"\d+ (?:passed|failed|skipped|error)", output)
         summary.append(("gpu tests", f"{'passed' if ok else 'FAILED'} ({', '.join(counts) or 'no count'}, "
                                      f"{seconds:.0f} s)"))
