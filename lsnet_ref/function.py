@@ -8,10 +8,23 @@ A subclass implements
   tuple with one entry per input out; entries of inputs with `needs_input_grad[i]` False may be None.
 
 Both use `self.kernels`, the kernel namespace of the inputs' device, and keep only what they ask
-for with `save_for_backward`.
+for with `save_for_backward`. A recorded call keeps graph edges, not its input Tensors (as Chainer
+does): the node and output index that made a non-leaf input, the Tensor itself only for a leaf
+that needs a gradient; so an intermediate array lives only as long as some backward saves it.
 """
+from collections import namedtuple
+
 from . import backend
 from .tensor import Tensor, is_grad_enabled
+
+# Where an input's gradient goes: output `index` of `node`, or the leaf Tensor `leaf` (node None).
+Edge = namedtuple("Edge", ["node", "index", "leaf"])
+
+
+def _edge(tensor):
+    if tensor.creator is None:
+        return Edge(None, 0, tensor)
+    return Edge(tensor.creator, tensor.output_index, None)
 
 
 class Function:
@@ -36,7 +49,8 @@ class Function:
         outputs = (outputs,) if single else outputs
         results = tuple(Tensor(array, requires_grad=record) for array in outputs)
         if record:
-            self.inputs = inputs
+            self.edges = tuple(_edge(t) if needed else None for t, needed in zip(inputs, self.needs_input_grad))
+            self.input_shapes = tuple(tensor.shape for tensor in inputs)
             self.output_shapes = tuple(tuple(array.shape) for array in outputs)
             self.output_dtypes = tuple(array.dtype for array in outputs)
             self.released = False
@@ -75,13 +89,13 @@ class Function:
             for grad, shape, dtype in zip(grad_outputs, self.output_shapes, self.output_dtypes)
         ]
         input_grads = self.backward(*grad_outputs)
-        if not isinstance(input_grads, tuple) or len(input_grads) != len(self.inputs):
-            raise RuntimeError(f"{self.name}: backward must return a tuple of {len(self.inputs)} gradients")
-        for position, (tensor, grad, needed) in enumerate(zip(self.inputs, input_grads, self.needs_input_grad)):
-            if needed and grad is not None and tuple(grad.shape) != tensor.shape:
+        if not isinstance(input_grads, tuple) or len(input_grads) != len(self.edges):
+            raise RuntimeError(f"{self.name}: backward must return a tuple of {len(self.edges)} gradients")
+        for position, (shape, grad, needed) in enumerate(zip(self.input_shapes, input_grads, self.needs_input_grad)):
+            if needed and grad is not None and tuple(grad.shape) != shape:
                 raise RuntimeError(
                     f"{self.name}: gradient of input {position} has shape {tuple(grad.shape)}; "
-                    f"the input has shape {tensor.shape}"
+                    f"the input has shape {shape}"
                 )
         if not retain_graph:
             self.saved = None

@@ -280,9 +280,9 @@ def _topological_order(roots):
             continue
         visited.add(node)
         stack.append((node, True))
-        for tensor in reversed(node.inputs):
-            if tensor.creator is not None and tensor.creator not in visited:
-                stack.append((tensor.creator, False))
+        for edge in reversed(node.edges):
+            if edge is not None and edge.node is not None and edge.node not in visited:
+                stack.append((edge.node, False))
     return order
 
 
@@ -293,11 +293,11 @@ def _run_backward(grads, retain_graph):
         if output_grads is None:  # no path from the roots through this node's outputs
             continue
         input_grads = node.run_backward(output_grads, retain_graph)
-        for tensor, input_grad, needed in zip(node.inputs, input_grads, node.needs_input_grad):
-            if not needed or input_grad is None:
+        for edge, input_grad in zip(node.edges, input_grads):
+            if edge is None or input_grad is None:
                 continue
-            if tensor.creator is None:
-                _accumulate_leaf(tensor, input_grad)
+            if edge.node is None:
+                _accumulate_leaf(edge.leaf, input_grad)
                 continue
-            slots = grads.setdefault(tensor.creator, [None] * tensor.creator.n_outputs)
-            slots[tensor.output_index] = _sum(slots[tensor.output_index], input_grad)
+            slots = grads.setdefault(edge.node, [None] * edge.node.n_outputs)
+            slots[edge.index] = _sum(slots[edge.index], input_grad)

@@ -1,4 +1,7 @@
 """The tape: accumulation, reuse, depth, no_grad, and its errors."""
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -171,3 +174,18 @@ def test_backward_order_is_deterministic():
         return order
 
     assert run() == run() == [5, 4, 3, 2, 1, 0]
+
+
+def test_the_tape_keeps_an_intermediate_array_only_while_a_backward_saves_it():
+    x = L.Tensor(np.ones(1000), requires_grad=True)
+    hidden = x * 2.0  # a scale saves nothing, and the sum below needs only the shape
+    unsaved = weakref.ref(hidden.data)
+    activated = L.ops.relu(x)  # relu saves its output for backward
+    saved = weakref.ref(activated.data)
+    loss = L.ops.sum(hidden) + L.ops.sum(activated)
+    del hidden, activated
+    gc.collect()
+    assert unsaved() is None, "the graph kept an input array that no backward needs"
+    assert saved() is not None
+    loss.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full(1000, 3.0))
