@@ -23,12 +23,10 @@ _running = threading.local()  # .thread: the simulated thread whose greenlet run
 class _BlockThread:
     """What the simulator's kernel API reads from the current thread: indices and barriers."""
 
-    def __init__(self, block_index, thread_index, block_dim, scheduler):
-        from numba.cuda.simulator.kernelapi import Dim3
-
-        self.blockIdx, self.threadIdx = Dim3(*block_index), Dim3(*thread_index)
-        self.thread_id = thread_index[0] + block_dim[0] * (thread_index[1] + block_dim[1] * thread_index[2])
-        self.scheduler, self.vote, self.result, self.participants = scheduler, 0, 0, 0
+    def __init__(self, block_index, thread_index, thread_id, coroutine, scheduler):
+        self.blockIdx, self.threadIdx, self.thread_id = block_index, thread_index, thread_id
+        self.greenlet, self.scheduler = coroutine, scheduler
+        self.vote, self.result, self.participants = 0, 0, 0
 
     def _barrier(self, vote):
         self.vote = vote
@@ -62,14 +60,17 @@ class _ThreadingShim:
 def run_block(function, grid_point, block_dim, args):
     """Run one block of `function`: its threads in order, each up to its next barrier, until all end."""
     import greenlet
+    from numba.cuda.simulator.kernelapi import Dim3
+
+    def body():
+        function(*args)
 
     block_dim = tuple(block_dim) + (1,) * (3 - len(block_dim))
-    scheduler = greenlet.getcurrent()
-    live = []
-    for thread_index in np.ndindex(*block_dim):
-        thread = _BlockThread(grid_point, thread_index, block_dim, scheduler)
-        thread.greenlet = greenlet.greenlet(lambda: function(*args), parent=scheduler)
-        live.append(thread)
+    block_index, scheduler = Dim3(*grid_point), greenlet.getcurrent()
+    # thread_id as the simulator numbers threads: x fastest, then y, then z
+    live = [_BlockThread(block_index, Dim3(x, y, z), x + block_dim[0] * (y + block_dim[1] * z),
+                         greenlet.greenlet(body, parent=scheduler), scheduler)
+            for x, y, z in np.ndindex(*block_dim)]
     while live:
         for thread in live:
             _running.thread = thread
