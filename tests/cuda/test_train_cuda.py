@@ -102,8 +102,7 @@ def test_the_default_recipe_on_cuda_trains_as_on_the_cpu(runs, tmp_path_factory)
 
 
 def test_the_log_lines_of_cuda_and_cpu_runs_agree(runs):
-    outputs = {device: os.path.dirname(state["args"]["output_dir"] + "/") for device, (_, state) in runs.items()}
-    cpu, cuda = log(outputs["cpu"]), log(outputs["cuda"])
+    cpu, cuda = (log(runs[device][1]["args"]["output_dir"]) for device in ("cpu", "cuda"))
     assert len(cpu) == len(cuda) == 1
     for key, value in cpu[0].items():
         if isinstance(value, float):
