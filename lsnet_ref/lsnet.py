@@ -386,8 +386,7 @@ def create_model(name, num_classes=1000, img_size=None, seed=None, **kwargs):
 def checkpoint_filter(state_dict, model):
     """Adapt a state dict to `model`: take the model's own (derived) `attention_bias_idxs`, and resize
     `attention_biases` tables built for another input size (bicubic, as Attention does)."""
-    own = dict(model.named_parameters())
-    own.update(model.named_buffers())
+    own = model.state_tensors()
     adapted = {}
     for name, value in state_dict.items():
         value = np.asarray(value.numpy() if isinstance(value, Tensor) else value)

@@ -90,6 +90,10 @@ class Module:
     def named_buffers(self):
         return self._named_entries("_buffers")
 
+    def state_tensors(self):
+        """{name: Tensor} of every parameter, then every buffer: the state dict's entries, not copied."""
+        return {**dict(self.named_parameters()), **dict(self.named_buffers())}
+
     # ----- state -----
     def state_dict(self):
         """{name: ndarray} in PyTorch's order (each module's parameters, then its buffers, then children).
@@ -110,8 +114,7 @@ class Module:
         raise when `strict`. Values keep each entry's dtype and device. Returns
         IncompatibleKeys(missing_keys, unexpected_keys).
         """
-        own = OrderedDict(self.named_parameters())
-        own.update(self.named_buffers())
+        own = self.state_tensors()
         given = {name: (value.numpy() if isinstance(value, Tensor) else np.asarray(value))
                  for name, value in state_dict.items()}
         missing = [name for name in own if name not in given]
@@ -157,7 +160,7 @@ class Module:
             backend.check_device(device)
         if dtype is not None and np.dtype(dtype) not in FLOAT_DTYPES:
             raise ValueError(f"to: argument 'dtype' must be float32 or float64; got {dtype}")
-        for tensor in [*self.parameters(), *(b for _, b in self.named_buffers())]:
+        for tensor in self.state_tensors().values():
             data = tensor.data
             if dtype is not None and tensor.dtype in FLOAT_DTYPES and tensor.dtype != np.dtype(dtype):
                 data = backend.transfer(backend.transfer(data, "cpu").astype(dtype), tensor.device)

@@ -166,14 +166,9 @@ class ModelEMA:
         for parameter in self.module.parameters():
             parameter.requires_grad = False
 
-    def _entries(self, model):
-        entries = dict(model.named_parameters())
-        entries.update(model.named_buffers())
-        return entries
-
     def update(self, model):
-        own = self._entries(self.module)
-        for name, tensor in self._entries(model).items():
+        own = self.module.state_tensors()
+        for name, tensor in model.state_tensors().items():
             target = own[name]
             kernels = backend.kernels_of(target.data)
             if target.dtype in FLOAT_DTYPES:
