@@ -191,11 +191,12 @@ def run_erf(args, model, label, stage, inputs):
     erf = stage_erf(model, inputs, stage, args.device)
     save_array(os.path.join(args.out, "erf.npy"), erf)
     title = f"ERF of {label}, stage {stage} output\n{len(inputs)} images at {args.input_size} px"
-    draw.draw_erf(os.path.join(args.out, "erf.png"), erf, title)
+    areas = high_contribution_areas(erf)
+    draw.draw_erf(os.path.join(args.out, "erf.png"), erf, title, areas)
     print(f"ERF of {label}, stage {stage} output, over {len(inputs)} images at {args.input_size} px: "
           f"contribution max {erf.max():.4g}, min {erf.min():.4g}")
     print("high-contribution area ratio (smallest centred square holding more than t of log10(erf + 1) / max):")
-    for fraction, side, ratio in high_contribution_areas(erf):
+    for fraction, side, ratio in areas:
         if side is None:
             print(f"  t = {fraction:.2f}: none (the ERF is zero everywhere)")
         else:

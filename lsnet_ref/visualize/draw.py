@@ -47,13 +47,16 @@ def _bare(axes, title):
     axes.set_yticks([])
 
 
-def draw_erf(path, erf, title):
-    """The ERF heat map, log10(x + 1) scaled to [0, 1] (as RepLKNet shows it), with a colour bar."""
+def draw_erf(path, erf, title, areas):
+    """The ERF heat map, log10(x + 1) scaled to [0, 1] (as RepLKNet shows it), with a colour bar and the
+    high-contribution area ratios `areas` ((t, side, ratio) triples) written below."""
     figure = _figure("erf")
     axes = figure.add_subplot()
-    image = axes.imshow(erf_display(erf), cmap="RdYlGn", vmin=0.0, vmax=1.0, interpolation="nearest")
+    image = axes.imshow(erf_display(erf), cmap="RdYlGn", vmin=0.0, vmax=1.0)
     _bare(axes, title)
     figure.colorbar(image, ax=axes, label="log10(contribution + 1), scaled to [0, 1]")
+    ratios = ", ".join(f"{fraction:.0%}: {'-' if ratio is None else f'{ratio:.3f}'}" for fraction, _, ratio in areas)
+    figure.text(0.45, 0.05, f"high-contribution area ratio  {ratios}", ha="center", fontsize=9)
     _save(figure, path)
 
 
