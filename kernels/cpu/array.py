@@ -2,7 +2,7 @@
 import numpy as np
 
 __all__ = [
-    "empty", "zeros", "full", "copy", "to_host", "from_host",
+    "empty", "zeros", "full", "copy", "copy_into", "to_host", "from_host",
     "add", "mul", "scale", "add_scalar", "clamp", "relu_fwd", "relu_bwd", "sigmoid_fwd", "sigmoid_bwd",
     "sum_all", "expand_scalar", "channel_sum", "add_channel_bias",
 ]
@@ -24,6 +24,11 @@ def copy(a):
     return np.array(a, copy=True, order="C")
 
 
+def copy_into(out, a):
+    """out[...] = a, for arrays of one shape and dtype."""
+    np.copyto(out, a)
+
+
 def to_host(a):
     return copy(a)
 
@@ -32,8 +37,9 @@ def from_host(a):
     return copy(a)
 
 
-def add(a, b):
-    return a + b
+def add(a, b, out=None):
+    """a + b, into `out` (which may be a) when given."""
+    return a + b if out is None else np.add(a, b, out=out)
 
 
 def mul(a, b):

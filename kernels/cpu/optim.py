@@ -1,12 +1,13 @@
 """Optimizer-side kernels: the AdamW update, the weight EMA and adaptive gradient clipping.
 
-They run after backward on whole parameters. Updates are in place (the optimizer owns its state);
-scalars arrive already rounded to the array's dtype so float32 arithmetic matches PyTorch's.
+They run after backward on whole parameters or on flat buffers holding many (lsnet_ref.flat). Updates
+are in place (the optimizer owns its state); scalars arrive already rounded to the array's dtype so
+float32 arithmetic matches PyTorch's.
 """
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["adamw_update", "ema_update", "adaptive_clip_grad"]
+__all__ = ["adamw_update", "ema_update", "adaptive_clip_grad", "adaptive_clip_units", "clip_unit_starts"]
 
 
 @njit(parallel=True, cache=True)
@@ -27,22 +28,23 @@ def _ema_update(ema, value, decay, weight):
 
 
 @njit(parallel=True, cache=True)
-def _adaptive_clip_grad(grad, param, clip_factor, eps, tiny, max_norms, grad_norms, out):
-    """Rows are the units: each row's gradient norm is held to clip_factor * max(row's weight norm, eps).
+def _adaptive_clip_units(grad, param, starts, clip_factor, eps, tiny, max_norms, grad_norms):
+    """Unit u is grad[starts[u]:starts[u + 1]]; its norm is held to clip_factor * max(its weight norm, eps).
 
-    The norms are summed in float64 and stored in the arrays' dtype, where the rest is computed.
+    In place. The norms are summed in float64 and stored in the arrays' dtype, where the rest is computed.
     """
-    for unit in prange(grad.shape[0]):
+    for unit in prange(starts.size - 1):
         grad_sq, param_sq = 0.0, 0.0
-        for k in range(grad.shape[1]):
-            grad_sq += np.float64(grad[unit, k]) ** 2
-            param_sq += np.float64(param[unit, k]) ** 2
+        for k in range(starts[unit], starts[unit + 1]):
+            grad_sq += np.float64(grad[k]) ** 2
+            param_sq += np.float64(param[k]) ** 2
         max_norms[unit] = np.sqrt(param_sq)
         max_norms[unit] = max(max_norms[unit], eps) * clip_factor
         grad_norms[unit] = np.sqrt(grad_sq)
-        factor = max_norms[unit] / max(grad_norms[unit], tiny)
-        for k in range(grad.shape[1]):
-            out[unit, k] = grad[unit, k] if grad_norms[unit] < max_norms[unit] else grad[unit, k] * factor
+        if grad_norms[unit] >= max_norms[unit]:
+            factor = max_norms[unit] / max(grad_norms[unit], tiny)
+            for k in range(starts[unit], starts[unit + 1]):
+                grad[k] = grad[k] * factor
 
 
 def adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step):
@@ -62,15 +64,30 @@ def ema_update(ema, value, decay):
     _ema_update(ema.reshape(-1), value.reshape(-1), cast(decay), cast(1 - decay))
 
 
-def _units(array):
-    """A tensor of rank <= 1 is one unit; otherwise each slice along axis 0 is one."""
-    return array.reshape(1, -1) if array.ndim <= 1 else array.reshape(array.shape[0], -1)
+def clip_unit_starts(shapes):
+    """Where each clipping unit starts in a flat buffer of arrays of `shapes`, and where the last ends.
+
+    A tensor of rank <= 1 is one unit; otherwise each slice along axis 0 is one (timm's unitwise norm).
+    """
+    starts, offset = [0], 0
+    for shape in shapes:
+        size = int(np.prod(shape, dtype=np.int64))
+        rows = 1 if len(shape) <= 1 or size == 0 else shape[0]
+        starts.extend(offset + (size // rows) * np.arange(1, rows + 1))
+        offset += size
+    return np.array(starts, np.int64)
+
+
+def adaptive_clip_units(grad, param, unit_starts, clip_factor, eps):
+    """timm's adaptive_clip_grad in place on flat `grad` (1-D), units delimited by `unit_starts`."""
+    units, cast = unit_starts.size - 1, grad.dtype.type
+    _adaptive_clip_units(grad, param, unit_starts, cast(clip_factor), cast(eps), cast(1e-6),
+                         np.empty(units, grad.dtype), np.empty(units, grad.dtype))
 
 
 def adaptive_clip_grad(grad, param, clip_factor, eps):
     """timm's adaptive_clip_grad for one parameter: the clipped gradient (a new array)."""
-    out = np.empty_like(grad)
-    units, cast = _units(out).shape[0], grad.dtype.type
-    _adaptive_clip_grad(_units(np.ascontiguousarray(grad)), _units(np.ascontiguousarray(param)), cast(clip_factor),
-                        cast(eps), cast(1e-6), np.empty(units, grad.dtype), np.empty(units, grad.dtype), _units(out))
+    out = np.array(grad, copy=True, order="C")
+    adaptive_clip_units(out.reshape(-1), np.ascontiguousarray(param).reshape(-1), clip_unit_starts([grad.shape]),
+                        clip_factor, eps)
     return out

@@ -10,7 +10,7 @@ from numba import cuda, float32, float64, int64
 from .launch import THREADS, block_sum, blocks
 
 __all__ = [
-    "empty", "zeros", "full", "copy", "to_host", "from_host",
+    "empty", "zeros", "full", "copy", "copy_into", "to_host", "from_host",
     "add", "mul", "scale", "add_scalar", "clamp", "relu_fwd", "relu_bwd", "sigmoid_fwd", "sigmoid_bwd",
     "sum_all", "expand_scalar", "channel_sum", "add_channel_bias",
 ]
@@ -166,6 +166,12 @@ def copy(a):
     return out
 
 
+def copy_into(out, a):
+    """out[...] = a, for device arrays of one shape and dtype."""
+    if a.size:
+        out.copy_to_device(a)
+
+
 def to_host(a):
     return a.copy_to_host()
 
@@ -174,8 +180,13 @@ def from_host(a):
     return cuda.to_device(a if a.flags.c_contiguous else a.copy(order="C"))  # keeps 0-d arrays 0-d
 
 
-def add(a, b):
-    return _elementwise(_add, a, b)
+def add(a, b, out=None):
+    """a + b, into `out` (which may be a) when given."""
+    if out is None:
+        return _elementwise(_add, a, b)
+    if out.size:
+        _add[blocks(out.size), THREADS](_flat(a), _flat(b), _flat(out))
+    return out
 
 
 def mul(a, b):

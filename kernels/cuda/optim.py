@@ -1,15 +1,16 @@
 """Optimizer-side kernels on the GPU: AdamW update, weight EMA, adaptive gradient clipping.
 
-Updates are in place, one thread per element; clipping reduces each unit's norms with one block
-per unit (deterministic).
+Updates are in place, one thread per element, on whole parameters or on flat buffers holding many
+(lsnet_ref.flat); clipping reduces each unit's norms with one block per unit (deterministic).
 """
 import math
 
-from numba import cuda, float32, float64
+from numba import cuda, float32, float64, int64
 
+from ..cpu.optim import clip_unit_starts
 from .launch import THREADS, block_sum, blocks
 
-__all__ = ["adamw_update", "ema_update", "adaptive_clip_grad"]
+__all__ = ["adamw_update", "ema_update", "adaptive_clip_grad", "adaptive_clip_units", "clip_unit_starts"]
 
 
 @cuda.jit(cache=True)
@@ -34,16 +35,20 @@ def _ema_update(ema, value, decay, weight):
 
 
 @cuda.jit(cache=True)
-def _unit_norms(grad, param, clip_factor, eps, max_norms, grad_norms):
-    """One block per unit (row): its gradient norm and its allowed norm clip_factor * max(weight norm, eps)."""
+def _adaptive_clip_units(grad, param, starts, clip_factor, eps, tiny, max_norms, grad_norms):
+    """One block per unit grad[starts[u]:starts[u + 1]]: its norm held to clip_factor * max(weight norm, eps).
+
+    In place; every thread meets the barriers, then scales its share of the unit if it is clipped.
+    """
     shared = cuda.shared.array(THREADS, dtype=float64)
     unit = cuda.blockIdx.x
+    start, end = starts[unit], starts[unit + 1]
     grad_sq = 0.0
     param_sq = 0.0
-    k = cuda.threadIdx.x
-    while k < grad.shape[1]:
-        grad_sq += float64(grad[unit, k]) ** 2
-        param_sq += float64(param[unit, k]) ** 2
+    k = start + cuda.threadIdx.x
+    while k < end:
+        grad_sq += float64(grad[k]) ** 2
+        param_sq += float64(param[k]) ** 2
         k += THREADS
     grad_sq = block_sum(shared, grad_sq)
     param_sq = block_sum(shared, param_sq)
@@ -51,19 +56,13 @@ def _unit_norms(grad, param, clip_factor, eps, max_norms, grad_norms):
         max_norms[unit] = math.sqrt(param_sq)
         max_norms[unit] = max(max_norms[unit], eps) * clip_factor
         grad_norms[unit] = math.sqrt(grad_sq)
-
-
-@cuda.jit(cache=True)
-def _clip(grad, max_norms, grad_norms, tiny, out):
-    i = cuda.grid(1)
-    if i >= out.size:
-        return
-    unit = i // grad.shape[1]
-    k = i % grad.shape[1]
-    if grad_norms[unit] < max_norms[unit]:
-        out[unit, k] = grad[unit, k]
-    else:
-        out[unit, k] = grad[unit, k] * (max_norms[unit] / max(grad_norms[unit], tiny))
+    cuda.syncthreads()
+    if grad_norms[unit] >= max_norms[unit]:
+        factor = max_norms[unit] / max(grad_norms[unit], tiny)
+        k = start + cuda.threadIdx.x
+        while k < end:
+            grad[k] = grad[k] * factor
+            k += THREADS
 
 
 def adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step):
@@ -83,19 +82,22 @@ def ema_update(ema, value, decay):
         _ema_update[blocks(ema.size), THREADS](ema.reshape(-1), value.reshape(-1), cast(decay), cast(1 - decay))
 
 
-def _units(array):
-    """A tensor of rank <= 1 is one unit; otherwise each slice along axis 0 is one."""
-    return array.reshape(1, -1) if len(array.shape) <= 1 else array.reshape(array.shape[0], -1)
+def adaptive_clip_units(grad, param, unit_starts, clip_factor, eps):
+    """timm's adaptive_clip_grad in place on flat `grad` (1-D); `unit_starts` (device, int64) delimits the units."""
+    units, cast = unit_starts.size - 1, grad.dtype.type
+    if units:
+        max_norms, grad_norms = cuda.device_array(units, grad.dtype), cuda.device_array(units, grad.dtype)
+        _adaptive_clip_units[units, THREADS](grad, param, unit_starts, cast(clip_factor), cast(eps), cast(1e-6),
+                                             max_norms, grad_norms)
 
 
 def adaptive_clip_grad(grad, param, clip_factor, eps):
     """timm's adaptive_clip_grad for one parameter: the clipped gradient (a new array)."""
     out = cuda.device_array(grad.shape, grad.dtype)
-    units, cast = _units(out).shape[0], grad.dtype.type
-    max_norms, grad_norms = cuda.device_array(units, grad.dtype), cuda.device_array(units, grad.dtype)
-    _unit_norms[units, THREADS](_units(grad), _units(param), cast(clip_factor), cast(eps), max_norms, grad_norms)
     if out.size:
-        _clip[blocks(out.size), THREADS](_units(grad), max_norms, grad_norms, cast(1e-6), _units(out))
+        out.copy_to_device(grad)
+    adaptive_clip_units(out.reshape(-1), param.reshape(-1), cuda.to_device(clip_unit_starts([grad.shape])),
+                        clip_factor, eps)
     return out
 
 
@@ -106,6 +108,6 @@ def _vector(t):
 PTX_SIGNATURES = {
     _adamw_update: [(_vector(t),) * 4 + (t,) * 7 for t in (float32, float64)],
     _ema_update: [(_vector(t), _vector(t), t, t) for t in (float32, float64)],
-    _unit_norms: [(t[:, ::1], t[:, ::1], t, t, _vector(t), _vector(t)) for t in (float32, float64)],
-    _clip: [(t[:, ::1], _vector(t), _vector(t), t, t[:, ::1]) for t in (float32, float64)],
+    _adaptive_clip_units: [(_vector(t), _vector(t), _vector(int64), t, t, t, _vector(t), _vector(t))
+                           for t in (float32, float64)],
 }
