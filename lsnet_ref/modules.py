@@ -21,6 +21,7 @@ class Module:
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_host_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_forward_hooks", OrderedDict())
@@ -54,9 +55,14 @@ class Module:
                 return entries[name]
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
-    def register_buffer(self, name, tensor):
-        """A state-dict entry that is not learned (running statistics, index tables)."""
+    def register_buffer(self, name, tensor, host=False):
+        """A state-dict entry that is not learned (running statistics, index tables).
+
+        `host`: the entry stays a NumPy array on every device (a counter the host updates without a launch).
+        """
         self._buffers[name] = tensor
+        if host:
+            self._host_buffers.add(name)
 
     def add_module(self, name, module):
         self._modules[name] = module
@@ -160,14 +166,15 @@ class Module:
             backend.check_device(device)
         if dtype is not None and np.dtype(dtype) not in FLOAT_DTYPES:
             raise ValueError(f"to: argument 'dtype' must be float32 or float64; got {dtype}")
+        on_host = {id(m._buffers[name]) for m in self.modules() for name in m._host_buffers}
         for tensor in self.state_tensors().values():
             data = tensor.data
             if dtype is not None and tensor.dtype in FLOAT_DTYPES and tensor.dtype != np.dtype(dtype):
                 data = backend.transfer(backend.transfer(data, "cpu").astype(dtype), tensor.device)
-            if device is not None:
+            if device is not None and id(tensor) not in on_host:
                 data = backend.transfer(data, device)
             tensor.data = data
-            tensor.grad = None
+            tensor.grad = tensor.grad_storage = None
         return self
 
     def double(self):
@@ -290,14 +297,14 @@ class _BatchNorm(Module):
         self.bias = Parameter(np.zeros(num_features, np.float32))
         self.register_buffer("running_mean", Tensor(np.zeros(num_features, np.float32)))
         self.register_buffer("running_var", Tensor(np.ones(num_features, np.float32)))
-        self.register_buffer("num_batches_tracked", Tensor(np.zeros((), np.int64)))
+        self.register_buffer("num_batches_tracked", Tensor(np.zeros((), np.int64)), host=True)
 
     def forward(self, x):
         if x.ndim not in self.rank:
             raise ValueError(f"{type(self).__name__}: expected a {self.layout} input; got shape {x.shape}")
         if self.training:
             count = self.num_batches_tracked.data
-            self.num_batches_tracked.data = backend.kernels_of(count).add_scalar(count, 1)
+            np.add(count, 1, out=count)
         return ops.batch_norm(
             x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
         )

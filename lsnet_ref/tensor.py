@@ -72,6 +72,7 @@ class Tensor:
             raise ValueError(f"Tensor: requires_grad needs a float32 or float64 array; got {self.data.dtype}")
         self.requires_grad = bool(requires_grad)
         self.grad = None
+        self.grad_storage = None  # where backward puts this leaf's gradient, if set (a flat buffer's view)
         self.creator = None  # the Function node that produced this tensor, when recorded
         self.output_index = 0
 
@@ -130,6 +131,7 @@ class Tensor:
         copied.data = backend.kernels_of(self.data).copy(self.data)
         copied.requires_grad = self.requires_grad
         copied.grad = copy.deepcopy(self.grad, memo)
+        copied.grad_storage = None  # the copy's gradient must not land in this tensor's buffer
         copied.creator, copied.output_index = None, 0
         return copied
 
@@ -257,10 +259,19 @@ def _sum(previous, grad):
 
 
 def _accumulate_leaf(tensor, grad):
+    kernels, storage = backend.kernels_of(grad), tensor.grad_storage
+    if storage is not None and (storage.dtype != grad.dtype or backend.device_of(storage) != backend.device_of(grad)):
+        storage = None
     if tensor.grad is None:  # a copy: backward may hand one array to several inputs
-        tensor.grad = Tensor(backend.kernels_of(grad).copy(grad))
+        if storage is None:
+            tensor.grad = Tensor(kernels.copy(grad))
+        else:
+            kernels.copy_into(storage, grad)
+            tensor.grad = Tensor(storage)
+    elif tensor.grad.data is storage:
+        kernels.add(storage, grad, out=storage)
     else:
-        tensor.grad = Tensor(backend.kernels_of(grad).add(tensor.grad.data, grad))
+        tensor.grad = Tensor(kernels.add(tensor.grad.data, grad))
 
 
 def _topological_order(roots):
