@@ -84,20 +84,33 @@ class AdamW:
                 kernels.adamw_update(parameter.data, parameter.grad.data, state["exp_avg"], state["exp_avg_sq"],
                                      group["lr"], beta1, beta2, group["eps"], group["weight_decay"], state["step"])
 
-    def _fused_step(self):
-        """One launch per group over the flat buffers; False (nothing done) where the per-parameter path
-        must run: a parameter without a gradient, mixed devices or dtypes, or unequal step counts."""
+    def flat_gradients(self):
+        """The FlatParameters whose `grads.array` holds every gradient, laid out now if it is not yet (before
+        the first step, for a data-parallel allreduce); None where the per-parameter path must run."""
         parameters = self.parameters()
-        if not parameters or any(p.grad is None for p in parameters):
-            return False
-        if len({(p.device, p.dtype) for p in parameters}) > 1 or len({id(p) for p in parameters}) < len(parameters):
-            return False
-        steps = {self.state[id(p)]["step"] if id(p) in self.state else 0 for p in parameters}
-        if len(steps) > 1:
-            return False
+        if self._step_count(parameters) is None:
+            return None
         if self.flat is None or self.flat.parameters != parameters or not self._adopt():
             self._flatten(parameters)
-        step = steps.pop() + 1
+        return self.flat
+
+    def _step_count(self, parameters):
+        """The step count all `parameters` share; None where the flat buffers cannot hold them: a parameter
+        without a gradient, mixed devices or dtypes, a parameter listed twice, or unequal step counts."""
+        if not parameters or any(p.grad is None for p in parameters):
+            return None
+        if len({(p.device, p.dtype) for p in parameters}) > 1 or len({id(p) for p in parameters}) < len(parameters):
+            return None
+        steps = {self.state[id(p)]["step"] if id(p) in self.state else 0 for p in parameters}
+        return steps.pop() if len(steps) == 1 else None
+
+    def _fused_step(self):
+        """One launch per group over the flat buffers; False (nothing done) where the per-parameter path
+        must run (see _step_count)."""
+        parameters = self.parameters()
+        if self.flat_gradients() is None:
+            return False
+        step = self._step_count(parameters) + 1
         first = 0
         for group in self.param_groups:
             stop = first + len(group["params"])
