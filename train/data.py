@@ -191,16 +191,22 @@ class Loader:
         seed: int >= 0; sample `position` of epoch `epoch` gets default_rng([seed, epoch, position]).
         drop_last: leave out the last, incomplete batch of an epoch.
         prefetch: batches kept in flight beyond the one being consumed.
+        num_replicas, rank: this process's share of a data-parallel run of num_replicas processes: of the
+            epoch's batches (the sampler's order cut into batch_size pieces, the same in every process) it
+            reads batches rank, rank + num_replicas, ..., so that the processes' k-th batches together are
+            batches k * num_replicas to (k + 1) * num_replicas - 1 of one process, augmented alike.
 
     `for images, labels in loader.epoch(epoch)` yields images float32 (B, 3, H, W) and labels
     int64 (B,). B is batch_size (the last batch may be shorter when drop_last is False) less the
     images that could not be opened or decoded: those are skipped with a SkippedImageWarning naming
     the file and counted in `skipped` (all epochs) and `skipped_by_epoch[epoch]`. A batch whose every
     image was unreadable comes out with B = 0 (images of shape (0, 3, 0, 0)) so that batch numbers
-    stay aligned with len(loader).
+    stay aligned with len(loader). Without drop_last, the processes of a data-parallel run read equally
+    many batches: those past the epoch's end come out empty.
     """
 
-    def __init__(self, dataset, sampler, batch_size, transform, workers=4, seed=0, drop_last=True, prefetch=2):
+    def __init__(self, dataset, sampler, batch_size, transform, workers=4, seed=0, drop_last=True, prefetch=2,
+                 num_replicas=1, rank=0):
         if sampler.dataset_size != len(dataset.samples):
             raise ValueError(
                 f"sampler covers {sampler.dataset_size} samples but the dataset has {len(dataset.samples)}"
@@ -215,14 +221,28 @@ class Loader:
         self.seed = check_int("seed", seed, 0)
         self.drop_last = bool(drop_last)
         self.prefetch = check_int("prefetch", prefetch, 0)
+        self.num_replicas = check_int("num_replicas", num_replicas, 1)
+        self.rank = check_int("rank", rank, 0)
+        if self.rank >= self.num_replicas:
+            raise ValueError(f"rank must be below num_replicas ({self.num_replicas}), got {self.rank}")
         self.skipped = 0
         self.skipped_by_epoch = {}
 
     def __len__(self):
-        """Batches per epoch."""
+        """Batches per epoch (of this process)."""
+        if self.drop_last:
+            return self.epoch_batches() // self.num_replicas
+        return -(-self.epoch_batches() // self.num_replicas)
+
+    def epoch_batches(self):
+        """Batches per epoch of all the processes together."""
         if self.drop_last:
             return len(self.sampler) // self.batch_size
         return -(-len(self.sampler) // self.batch_size)
+
+    def global_batch(self, batch_number):
+        """The number, among the epoch's batches of all processes, of this process's batch `batch_number`."""
+        return batch_number * self.num_replicas + self.rank
 
     def epoch(self, epoch, start_batch=0):
         """An iterator over the batches of `epoch` from batch number `start_batch` on (earlier batches
@@ -262,7 +282,7 @@ class _EpochIterator:
 
     def _submit(self, batch_number):
         loader = self._loader
-        start = batch_number * loader.batch_size
+        start = loader.global_batch(batch_number) * loader.batch_size
         batch = []
         for position in range(start, min(start + loader.batch_size, len(self._indices))):
             path, label = loader.dataset.samples[self._indices[position]]
