@@ -289,6 +289,9 @@ class Conv2d(Module):
 class _BatchNorm(Module):
     rank = ()
     layout = ""
+    # Set to a function that sums a float64 host vector over the processes of a data-parallel run, training
+    # normalises with the statistics of all their batches (ops.sync_batch_norm).
+    sum_over_processes = None
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
@@ -305,6 +308,9 @@ class _BatchNorm(Module):
         if self.training:
             count = self.num_batches_tracked.data
             np.add(count, 1, out=count)
+        if self.training and self.sum_over_processes is not None:
+            return ops.sync_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                       self.sum_over_processes, self.momentum, self.eps)
         return ops.batch_norm(
             x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
         )

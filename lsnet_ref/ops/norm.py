@@ -1,14 +1,18 @@
-"""Normalisation: batch_norm (BatchNorm1d and BatchNorm2d) and group_norm (LKP's GroupNorm).
+"""Normalisation: batch_norm (BatchNorm1d and BatchNorm2d), its synchronised form over the processes of a
+data-parallel run (sync_batch_norm), and group_norm (LKP's GroupNorm).
 
 Semantics as PyTorch's: docs/architecture.md §5.
 """
 import math
 
+import numpy as np
+
+from .. import backend
 from ..checks import is_int, is_real
 from ..function import Function
 from ._checks import check_nonempty, check_rank, check_same_dtype, check_shape
 
-__all__ = ["batch_norm", "group_norm"]
+__all__ = ["batch_norm", "group_norm", "sync_batch_norm"]
 
 LAYOUT = "(N, C), (N, C, L) or (N, C, H, W)"
 
@@ -63,6 +67,55 @@ class BatchNormFunction(_AffineNormFunction):
                 grad_x = self.kernels.batch_norm_bwd_eval(grad_y, var, weight, self.eps)
             if self._needs("weight") or self._needs("bias"):
                 grad_weight, grad_bias = self.kernels.batch_norm_bwd_weight(grad_y, x, mean, var, self.eps)
+        return self._input_grads(x=grad_x, weight=grad_weight, bias=grad_bias)
+
+
+class SyncBatchNormFunction(_AffineNormFunction):
+    """Training-mode batch norm whose statistics cover every process's batch (ChainerMN's multi-node BatchNorm,
+    PyTorch's SyncBatchNorm). `sum_over_processes(array)` sums a float64 host array over the processes in place.
+
+    Forward: each process's count, sum of x and sum of x^2 per channel (from its mean and biased variance, in
+    float64) are summed over the processes, giving the mean and variance of all the batches. Backward: sum(dy)
+    and sum(dy * xhat) are summed likewise, so that grad_x is the gradient of the sum of all processes' losses;
+    grad_weight and grad_bias stay this process's share (the gradient average adds the shares).
+    """
+
+    def __init__(self, given, momentum, eps, sum_over_processes):
+        self.given, self.momentum, self.eps, self.sum_over_processes = given, momentum, eps, sum_over_processes
+
+    def forward(self, x, *optional):
+        arrays = self._arrays(optional)
+        weight, bias = self._affine(arrays, x.shape[1], x.dtype)
+        count = x.shape[0] * math.prod(x.shape[2:])
+        mean, var = (backend.transfer(a, "cpu").astype(np.float64) for a in self.kernels.batch_norm_stats(x))
+        sums = self.sum_over_processes(np.concatenate([[count], count * mean, count * (var + mean * mean)]))
+        self.count = total = sums[0]
+        mean = sums[1 : 1 + len(mean)] / total
+        var = np.maximum(sums[1 + len(mean) :] / total - mean * mean, 0.0)
+        device = backend.device_of(x)
+        mean, var = (backend.transfer(a.astype(x.dtype), device) for a in (mean, var))
+        if "running_mean" in arrays:
+            self.kernels.batch_norm_update_running(
+                arrays["running_mean"], arrays["running_var"], mean, var, self.momentum, int(total)
+            )
+        self.save_for_backward(x, mean, var, weight)
+        return self.kernels.batch_norm_fwd(x, mean, var, weight, bias, self.eps)
+
+    def backward(self, grad_y):
+        x, mean, var, weight = self.saved
+        grad_weight, grad_bias = self.kernels.batch_norm_bwd_weight(grad_y, x, mean, var, self.eps)
+        grad_x = None
+        if self._needs("x"):
+            host = [backend.transfer(a, "cpu").astype(np.float64) for a in (grad_weight, grad_bias)]
+            sums = self.sum_over_processes(np.concatenate(host)) / self.count
+            mean_dy_xhat, mean_dy = (backend.transfer(a.astype(x.dtype), backend.device_of(x))
+                                     for a in np.split(sums, 2))
+            # grad_x = (dy - mean(dy) - xhat * mean(dy * xhat)) * weight / sqrt(var + eps), means over all processes;
+            # batch_norm_fwd with weight -mean(dy * xhat) and bias -mean(dy) gives the two subtracted terms
+            neg = self.kernels.scale
+            centred = self.kernels.add(grad_y, self.kernels.batch_norm_fwd(
+                x, mean, var, neg(mean_dy_xhat, -1.0), neg(mean_dy, -1.0), self.eps))
+            grad_x = self.kernels.batch_norm_bwd_eval(centred, var, weight, self.eps)
         return self._input_grads(x=grad_x, weight=grad_weight, bias=grad_bias)
 
 
@@ -156,3 +209,26 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     _check_vectors(op, x, given)
     _check_real(op, "eps", eps, minimum=0)
     return GroupNormFunction(tuple(given), int(num_groups), float(eps)).apply(x, *given.values())
+
+
+def sync_batch_norm(x, running_mean, running_var, weight, bias, sum_over_processes, momentum=0.1, eps=1e-5):
+    """batch_norm in training mode with the statistics of the batches of every process of a data-parallel
+    run (see SyncBatchNormFunction); the running statistics, updated in place, are the same in all of them.
+
+    Args:
+        x, running_mean, running_var, weight, bias, momentum, eps: as batch_norm's (running statistics may be
+            None, both or neither).
+        sum_over_processes: called with a float64 NumPy vector, returns its elementwise sum over the
+            processes (every process calls it at the same points, as a collective).
+    """
+    op = "sync_batch_norm"
+    _check_input(op, x)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{op}: running_mean and running_var must either both be None or neither be None")
+    optional = {"running_mean": running_mean, "running_var": running_var, "weight": weight, "bias": bias}
+    given = {name: tensor for name, tensor in optional.items() if tensor is not None}
+    _check_vectors(op, x, given)
+    _check_real(op, "momentum", momentum)
+    _check_real(op, "eps", eps, minimum=0)
+    return SyncBatchNormFunction(tuple(given), float(momentum), float(eps), sum_over_processes).apply(
+        x, *given.values())
