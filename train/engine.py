@@ -9,6 +9,8 @@ import lsnet_ref as L
 from lsnet_ref import ops
 from lsnet_ref.optim import clip_gradients
 
+from .distributed import ONE_PROCESS
+
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stops without writing a checkpoint."""
@@ -50,13 +52,18 @@ class Criterion:
 
 def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, device, mixup=None, clip_grad=None,
                     clip_mode="agc", ema=None, accum_steps=1, seed=0, start_batch=0, losses=None,
-                    stop_requested=None, progress=True):
+                    stop_requested=None, progress=True, group=ONE_PROCESS):
     """Train over one epoch of `loader`, from batch `start_batch`.
 
     The learning rate is set from `schedule` before every optimizer update; an update happens every
     `accum_steps` batches. Each batch's loss is appended to `losses` (a list: pass the losses of the
     epoch's batches before `start_batch` to have the mean cover the whole epoch). Returns {"lr",
     "loss"}: the lr of the last update and the mean of `losses`.
+
+    In a data-parallel run (`group`, train.distributed), every process calls it with its own `loader`
+    share and `losses`: before each update the gradients are averaged over the processes and after it
+    the BatchNorm running statistics are rank 0's (as DDP's broadcast_buffers makes them); the loss
+    returned is the mean of all processes' losses. `stop_requested` must give every process one answer.
 
     `stop_requested()` is asked on entry and after each update (its accumulation batches,
     clipping, AdamW and EMA all done); when true, Interrupted says where the epoch stands. Raises
@@ -83,7 +90,8 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, dev
                 if len(labels):  # a batch whose every image was unreadable contributes nothing
                     targets = labels
                     if mixup is not None:
-                        images, targets = mixup(images, labels, np.random.default_rng([seed, epoch, batch_index, 1]))
+                        rng = np.random.default_rng([seed, epoch, loader.global_batch(batch_index), 1])
+                        images, targets = mixup(images, labels, rng)
                     x = L.Tensor(images, dtype=model.dtype, device=device)
                     targets = L.Tensor(targets, dtype=model.dtype if mixup is not None else None, device=device)
                     loss = criterion(model(x), targets, x)
@@ -96,10 +104,12 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, dev
                 if (batch_index + 1) % accum_steps == 0:
                     lr = schedule.lr_at(epoch * steps_per_epoch + batch_index // accum_steps)
                     optimizer.set_lr(lr)
+                    group.average_gradients(optimizer)
                     if clip_grad is not None:
                         clip_gradients(optimizer.parameters(), clip_grad, clip_mode)
                     optimizer.step()
                     optimizer.zero_grad()
+                    group.broadcast_buffers(model)
                     if ema is not None:
                         ema.update(model)
                     if stop_requested():
@@ -109,32 +119,39 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, dev
                                 img_s=f"{images_seen / (time.perf_counter() - started):.1f}")
     finally:
         bar.close()
-    if not losses:
+    all_losses = [value for share in group.gather(losses) for value in share]
+    if not all_losses:
         raise NoImages(f"epoch {epoch}: no training image could be read")
-    return {"lr": lr, "loss": float(np.mean(losses))}
+    return {"lr": lr, "loss": float(np.mean(all_losses))}
 
 
-def evaluate(model, loader, *, device, stop_requested=None, progress=True):
+def evaluate(model, loader, *, device, stop_requested=None, progress=True, group=ONE_PROCESS):
     """Cross-entropy, top-1 and top-5 accuracy (percent) of `model` in eval mode over one pass, and the
     number of images evaluated ("images"; unreadable ones are skipped). Raises Interrupted when
-    `stop_requested()` turns true between batches, NoImages when no image could be read."""
+    `stop_requested()` turns true between batches, NoImages when no image could be read.
+
+    In a data-parallel run each process evaluates its `loader` share; the batches' sums are gathered
+    and added in the order of one process, so that every process returns the one-process result."""
     model.eval()
     stop_requested = stop_requested or (lambda: False)
-    total, loss_sum, top1, top5 = 0, 0.0, 0, 0
+    sums = []  # (global batch number, loss sum, top-1 hits, top-5 hits, images) per batch
     with L.no_grad(), loader.epoch(0) as batches:
-        for images, labels in tqdm(batches, total=len(loader), desc="eval", disable=not progress,
-                                   dynamic_ncols=True, leave=False):
+        for batch_index, (images, labels) in enumerate(tqdm(batches, total=len(loader), desc="eval",
+                                                            disable=not progress, dynamic_ncols=True, leave=False)):
             if stop_requested():
                 raise Interrupted()
             if not len(labels):
                 continue
             logits = model(L.Tensor(images, dtype=model.dtype, device=device))
-            loss_sum += ops.cross_entropy(logits, L.Tensor(labels, device=device)).item() * len(labels)
+            loss = ops.cross_entropy(logits, L.Tensor(labels, device=device)).item() * len(labels)
             scores = logits.numpy()
             best = np.argsort(-scores, axis=1, kind="stable")[:, :5]
-            top1 += int((best[:, 0] == labels).sum())
-            top5 += int((best == labels[:, None]).any(axis=1).sum())
-            total += len(labels)
+            sums.append((loader.global_batch(batch_index), loss, int((best[:, 0] == labels).sum()),
+                         int((best == labels[:, None]).any(axis=1).sum()), len(labels)))
+    total, loss_sum, top1, top5 = 0, 0.0, 0, 0
+    for _, loss, hits1, hits5, images in sorted(entry for share in group.gather(sums) for entry in share):
+        loss_sum += loss
+        top1, top5, total = top1 + hits1, top5 + hits5, total + images
     if total == 0:
         raise NoImages("no validation image could be read")
     return {"loss": loss_sum / total, "acc1": 100.0 * top1 / total, "acc5": 100.0 * top5 / total, "images": total}

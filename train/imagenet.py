@@ -18,6 +18,11 @@ it was); while a file is being written, it waits for the write to end. Errors pr
 
 All randomness derives from --seed: a sample's augmentation from (seed, epoch, position), so a run
 resumed from a checkpoint ends with the same weights as one that never stopped.
+
+    mpiexec -n 8 python -m train.imagenet --variant t --device cuda --data-path /data/imagenet
+
+runs 8 data-parallel processes (train/distributed.py; README.md, "Several processes and machines"): each
+trains on --batch-size images of every step, the gradients are averaged, and rank 0 alone prints and writes.
 """
 import argparse
 import contextlib
@@ -28,6 +33,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 
 import numpy as np
 
@@ -38,6 +44,7 @@ from lsnet_ref.optim import AdamW, CosineSchedule, ModelEMA, param_groups_weight
 
 from .data import ImageFolder, Loader, RandomSampler, RepeatedAugmentSampler, SequentialSampler, check_readable
 from .demo import demo_dataset
+from .distributed import ONE_PROCESS, DistributedError, process_group
 from .engine import Criterion, Interrupted, NoImages, NonFiniteLoss, evaluate, train_one_epoch
 from .mixup import Mixup
 from .transforms import build_eval_transform, build_train_transform
@@ -56,6 +63,8 @@ SMOKE_PER_CLASS = (1, 1)
 WEIGHT_DECAY = {"t": 0.025, "s": 0.025, "b": 0.05, "test": 0.025}
 RUN_FILES = ("checkpoint.pth", "best.pth", "log.txt")  # what a run leaves in --output-dir
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130  # 130: the shell's status for a command stopped by SIGINT
+# Before MPI_Abort, time for the launcher to pass on the message (mpiexec drops output still in flight on an abort).
+ABORT_DELAY_S = 0.5
 
 
 class TrainingError(Exception):
@@ -148,7 +157,8 @@ def build_parser():
     add("--accum-steps", type=int, default=1,
         help="batches per optimizer update, to reach the recipe's batch on one device (default: %(default)s)")
     add("--lr", type=float,
-        help=f"learning rate per 512 images, scaled by batch-size x accum-steps / 512{preset_default('lr')}")
+        help="learning rate per 512 images, scaled by batch-size x accum-steps x processes / 512"
+             f"{preset_default('lr')}")
     add("--weight-decay", type=float, help="AdamW weight decay (default: 0.025 for t and s, 0.05 for b)")
     add("--warmup-epochs", type=float, help=f"linear warmup{preset_default('warmup_epochs')}")
     add("--warmup-lr", type=float, default=1e-6, help="learning rate at the start of warmup (default: %(default)s)")
@@ -186,11 +196,17 @@ def build_parser():
     add("--eval", action="store_true", help="only evaluate the --resume checkpoint on the val set")
     add("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
     add("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+    add = parser.add_argument_group("several processes (mpiexec -n N python -m train.imagenet ...)").add_argument
+    add("--sync-bn", action="store_true",
+        help="BatchNorm statistics over the images of all processes while training (default: each process's own, "
+             "as the authors trained)")
     return parser
 
 
-def resolve(args):
-    """Fill the defaults that depend on the dataset and variant; check the arguments."""
+def resolve(args, world_size=1):
+    """Fill the defaults that depend on the dataset and variant; check the arguments. `world_size`: the
+    processes of a data-parallel run, whose batches together make a step."""
     if args.variant == "test" and args.input_size is None and not smoke_test(args):
         args.input_size = L.lsnet.default_img_sizes["lsnet_test"]
     preset = SMOKE if smoke_test(args) else DEMO if args.data_path == "demo" else RECIPE
@@ -217,7 +233,8 @@ def resolve(args):
         raise TrainingError("--eval needs --resume FILE: the checkpoint to evaluate")
     if args.overwrite and args.resume:
         raise TrainingError("--overwrite starts a new run; it cannot go with --resume")
-    args.scaled_lr = args.lr * args.batch_size * args.accum_steps / 512.0
+    args.world_size = world_size
+    args.scaled_lr = args.lr * args.batch_size * args.accum_steps * world_size / 512.0
     return args
 
 
@@ -355,24 +372,36 @@ def prepare_output_dir(args):
 
 
 def check_resume(args, resumed, start_epoch, start_batch):
-    """Refuse a --resume that leaves nothing to train, or that changes the batch size mid-epoch (batch
-    numbers would point elsewhere); announce a batch size changed at an epoch boundary."""
+    """Refuse a --resume that leaves nothing to train, or that changes the batch size or the number of
+    processes mid-epoch (batch numbers would point elsewhere); returns the notice announcing such a change
+    at an epoch boundary, else None."""
     if args.epochs <= start_epoch:
         raise TrainingError(f"--resume {args.resume} continues at epoch {start_epoch}; --epochs {args.epochs} "
                             "leaves nothing to train")
     saved = resumed.get("args")
     if not isinstance(saved, dict) or "batch_size" not in saved:  # the authors' checkpoints hold a Namespace
-        return
-    before, now = (saved["batch_size"], saved.get("accum_steps", 1)), (args.batch_size, args.accum_steps)
+        return None
+    before = (saved["batch_size"], saved.get("accum_steps", 1), saved.get("world_size", 1))
+    now = (args.batch_size, args.accum_steps, args.world_size)
     if before == now:
-        return
+        return None
     if start_batch:
+        if before[2] != now[2]:
+            raise TrainingError(f"--resume {args.resume} stopped at batch {start_batch} of epoch {start_epoch} of a "
+                                f"run of {before[2]} processes (mpiexec -n {before[2]}); this run has {now[2]}: "
+                                f"continue it with mpiexec -n {before[2]} (another number of processes can start "
+                                "from an end-of-epoch checkpoint)")
         raise TrainingError(f"--resume {args.resume} stopped at batch {start_batch} of epoch {start_epoch} with "
                             f"--batch-size {before[0]} --accum-steps {before[1]}; continue with those (a new batch "
                             "size can start from an end-of-epoch checkpoint)")
-    print(f"notice: --batch-size {now[0]} --accum-steps {now[1]} instead of the checkpoint's {before[0]} and "
-          f"{before[1]}: epochs {start_epoch} on use the new batch (learning rate {args.scaled_lr:.2e}), so the "
-          "run will not match one that kept the old batch", file=sys.stderr)
+    return (f"notice: {batch_text(*now)} instead of the checkpoint's {batch_text(*before)}: epochs {start_epoch} on "
+            f"use the new batch (learning rate {args.scaled_lr:.2e}), so the run will not match one that kept the old "
+            "batch")
+
+
+def batch_text(batch_size, accum_steps, world_size):
+    processes = f" on {world_size} processes" if world_size > 1 else ""
+    return f"--batch-size {batch_size} --accum-steps {accum_steps}{processes}"
 
 
 def append_log(folder, stats):
@@ -390,11 +419,14 @@ def kernel_cache_note():
             f"{where} after that")
 
 
-def run(args):
-    args = resolve(args)
+def run(args, group=ONE_PROCESS):
+    """Train (or with --eval, evaluate) as `args` say; in a data-parallel run every process of `group` calls it."""
+    args = resolve(args, group.size)
+    root = group.rank == 0  # the process that prints and writes
+    progress = args.progress and root
     if args.device == "cuda":
         require_cuda()  # before any data is read
-    if not args.eval:
+    if not args.eval and root:
         check_output_dir(args)
     train_set, val_set = open_datasets(args)
     num_classes = len(val_set.classes)
@@ -406,15 +438,20 @@ def run(args):
         stored = read_checkpoint(args.resume, "--resume")
         load_weights(model, ckpt.extract_state_dict(stored, path=args.resume), args.resume, name)
         resumed = stored if "optimizer" in stored and not args.eval else None
+    group.broadcast_state(model)
     model.to(device=args.device)
     val_loader = Loader(val_set, SequentialSampler(len(val_set)), args.batch_size,
-                        build_eval_transform(args.input_size), workers=args.workers, drop_last=False)
+                        build_eval_transform(args.input_size), workers=args.workers, drop_last=False,
+                        num_replicas=group.size, rank=group.rank)
     if args.eval:
-        print(kernel_cache_note())
-        stats = evaluate(model, val_loader, device=args.device, progress=args.progress)
-        skipped = f" ({val_loader.skipped} unreadable ones skipped)" if val_loader.skipped else ""
-        print(f"{args.resume}: top-1 {stats['acc1']:.2f}%  top-5 {stats['acc5']:.2f}%  loss {stats['loss']:.4f} "
-              f"on {stats['images']} images{skipped}")
+        if root:
+            print(kernel_cache_note())
+        stats = evaluate(model, val_loader, device=args.device, progress=progress, group=group)
+        unreadable = group.sum(val_loader.skipped)
+        skipped = f" ({unreadable} unreadable ones skipped)" if unreadable else ""
+        if root:
+            print(f"{args.resume}: top-1 {stats['acc1']:.2f}%  top-5 {stats['acc5']:.2f}%  loss {stats['loss']:.4f} "
+                  f"on {stats['images']} images{skipped}")
         return stats
 
     teacher = (build_teacher(args.teacher_path, num_classes, args.device).to(dtype=args.dtype)
@@ -423,11 +460,14 @@ def run(args):
                else RandomSampler(len(train_set), seed=args.seed))
     transform = build_train_transform(args.input_size, auto_augment=None if args.aa == "none" else args.aa,
                                       color_jitter=args.color_jitter, reprob=args.reprob)
-    train_loader = Loader(train_set, sampler, args.batch_size, transform, workers=args.workers, seed=args.seed)
+    train_loader = Loader(train_set, sampler, args.batch_size, transform, workers=args.workers, seed=args.seed,
+                          num_replicas=group.size, rank=group.rank)
     steps_per_epoch = len(train_loader) // args.accum_steps
     if steps_per_epoch < 1:
-        raise TrainingError(
-            f"{len(train_set)} training images make no full step of {args.batch_size * args.accum_steps}")
+        step_images = args.batch_size * args.accum_steps * group.size
+        processes = (f" (--batch-size {args.batch_size} x --accum-steps {args.accum_steps} x {group.size} processes)"
+                     if group.size > 1 else "")
+        raise TrainingError(f"{len(train_set)} training images make no full step of {step_images}{processes}")
     mixing = args.mixup > 0 or args.cutmix > 0
     mixup = Mixup(args.mixup, args.cutmix, switch_prob=args.mixup_switch_prob, label_smoothing=args.smoothing,
                   num_classes=num_classes) if mixing else None
@@ -437,39 +477,60 @@ def run(args):
     schedule = CosineSchedule(args.scaled_lr, args.epochs, steps_per_epoch, args.warmup_epochs, args.warmup_lr,
                               args.min_lr)
     ema = ModelEMA(model, args.model_ema_decay) if args.model_ema else None
+    if args.sync_bn and group.size > 1:  # after the EMA's copy: the EMA evaluates, and never trains
+        for module in model.modules():
+            if isinstance(module, L.modules._BatchNorm):
+                module.sum_over_processes = group.sum_host
     n_parameters = L.count_params(model)
 
     start_epoch, start_batch, max_accuracy = 0, 0, 0.0
-    resumed_losses, resumed_skipped = [], 0  # of the batches before start_batch
+    resumed_losses, resumed_skipped = [], 0  # of the batches before start_batch (all processes' skipped images)
     if resumed is not None:
         start_epoch, start_batch = resumed["epoch"] + 1, resumed.get("next_batch", 0)
-        check_resume(args, resumed, start_epoch, start_batch)
+        notice = check_resume(args, resumed, start_epoch, start_batch)
+        if notice and root:
+            print(notice, file=sys.stderr)
         optimizer.load_state_dict(resumed["optimizer"])
         if ema is not None and "model_ema" in resumed:
             load_weights(ema.module, resumed["model_ema"], args.resume, f"{name} (EMA)")
         max_accuracy = resumed.get("max_accuracy", 0.0)
         resumed_losses = [float(value) for value in resumed.get("epoch_losses", [])]
+        if "epoch_loss_counts" in resumed:  # a run of several processes: theirs one after another
+            starts = np.cumsum([0, *resumed["epoch_loss_counts"]])
+            resumed_losses = resumed_losses[starts[group.rank]:starts[group.rank + 1]]
         resumed_skipped = int(resumed.get("epoch_skipped", 0))
 
-    prepare_output_dir(args)
+    if root:
+        prepare_output_dir(args)
     checkpoint_path = os.path.join(args.output_dir, "checkpoint.pth")
 
-    def save(path, epoch, next_batch, losses=(), skipped=0):
+    def save(path, epoch, next_batch, losses_by_rank=(), skipped=0):
+        """Write a checkpoint from rank 0. `losses_by_rank`: each process's losses of the epoch so far."""
+        if not root:
+            return
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                  "next_batch": next_batch, "max_accuracy": max_accuracy, "seed": args.seed, "model_name": name,
                  "n_parameters": n_parameters, "args": {k: v for k, v in vars(args).items()}}
         if ema is not None:
             state["model_ema"] = ema.module.state_dict()
         if next_batch:  # mid-epoch: the epoch's losses and skipped images so far, for its log line
+            losses = [value for share in losses_by_rank for value in share]
             state.update(epoch_losses=np.asarray(losses, np.float64), epoch_skipped=skipped)
+            if group.size > 1:
+                state["epoch_loss_counts"] = np.asarray([len(share) for share in losses_by_rank], np.int64)
         try:
             ckpt.save(state, path)
         except ckpt.CheckpointWriteError as error:
             raise TrainingError(str(error)) from None
 
-    print(f"{name}: {n_parameters:,} parameters, {len(train_set)} training / {len(val_set)} validation images, "
-          f"{num_classes} classes, {steps_per_epoch} steps per epoch on {args.device}")
-    print(kernel_cache_note())
+    def stop_requested():  # one answer for all processes, so that they stop at the same step
+        return group.any(ctrl_c.stop_requested())
+
+    if root:
+        print(f"{name}: {n_parameters:,} parameters, {len(train_set)} training / {len(val_set)} validation images, "
+              f"{num_classes} classes, {steps_per_epoch} steps per epoch on {args.device}"
+              + (f", {group.size} processes" if group.size > 1 else ""))
+        print(kernel_cache_note())
     stats = {}
     with CtrlCHandler() as ctrl_c:
         try:
@@ -477,52 +538,57 @@ def run(args):
                 resuming = epoch == start_epoch
                 losses = resumed_losses if resuming else []
                 started = time.perf_counter()
-                # skipped counts cover a resumed epoch whole, the part before the checkpoint included
-                train_before = train_loader.skipped - (resumed_skipped if resuming else 0)
-                val_before = val_loader.skipped
+                train_before, val_before = train_loader.skipped, val_loader.skipped
+
+                def train_skipped():  # over all processes, a resumed epoch's part before the checkpoint included
+                    return group.sum(train_loader.skipped - train_before) + (resumed_skipped if resuming else 0)
+
                 try:
                     train_stats = train_one_epoch(
                         model, criterion, train_loader, optimizer, schedule, epoch, device=args.device, mixup=mixup,
                         clip_grad=args.clip_grad or None, clip_mode=args.clip_mode, ema=ema,
                         accum_steps=args.accum_steps, seed=args.seed, start_batch=start_batch if resuming else 0,
-                        losses=losses, stop_requested=ctrl_c.stop_requested, progress=args.progress)
-                    test_stats = evaluate(model, val_loader, device=args.device, stop_requested=ctrl_c.stop_requested,
-                                          progress=args.progress)
-                    val_skipped = val_loader.skipped - val_before
-                    ema_stats = (evaluate(ema.module, val_loader, device=args.device,
-                                          stop_requested=ctrl_c.stop_requested, progress=args.progress)
+                        losses=losses, stop_requested=stop_requested, progress=progress, group=group)
+                    test_stats = evaluate(model, val_loader, device=args.device, stop_requested=stop_requested,
+                                          progress=progress, group=group)
+                    val_skipped = group.sum(val_loader.skipped - val_before)
+                    ema_stats = (evaluate(ema.module, val_loader, device=args.device, stop_requested=stop_requested,
+                                          progress=progress, group=group)
                                  if ema is not None else None)
                 except Interrupted as stop:  # next_batch None: evaluation stopped, after the epoch's training
                     next_batch = steps_per_epoch * args.accum_steps if stop.next_batch is None else stop.next_batch
+                    losses_by_rank, skipped = group.gather(losses), train_skipped()
                     with ctrl_c.deferred():
-                        save(checkpoint_path, epoch - 1, next_batch, losses, train_loader.skipped - train_before)
+                        save(checkpoint_path, epoch - 1, next_batch, losses_by_rank, skipped)
                     continuation = f"--resume {checkpoint_path} continues at epoch {epoch}, batch {next_batch}"
                     raise Stopped(continuation) from None
                 except NonFiniteLoss as error:
                     raise TrainingError(
                         f"{error}; the last good checkpoint in {args.output_dir} is untouched") from None
                 except NoImages as error:
-                    raise TrainingError(f"{error}: {train_loader.skipped - train_before} training and "
-                                        f"{val_loader.skipped - val_before} validation images were unreadable this "
-                                        "epoch (the warnings name them)") from None
-                train_skipped = train_loader.skipped - train_before
+                    raise TrainingError(f"{error}: {train_skipped()} training and "
+                                        f"{group.sum(val_loader.skipped - val_before)} validation images were "
+                                        "unreadable this epoch (the warnings name them)") from None
                 stats = {**{f"train_{k}": v for k, v in train_stats.items()},
                          **{f"test_{k}": v for k, v in test_stats.items()}}
                 if ema is not None:
                     stats["test_ema_acc1"] = ema_stats["acc1"]
-                stats.update(epoch=epoch, n_parameters=n_parameters, skipped_images=train_skipped)
+                epoch_skipped = train_skipped()
+                stats.update(epoch=epoch, n_parameters=n_parameters, skipped_images=epoch_skipped)
                 improved = test_stats["acc1"] > max_accuracy
                 max_accuracy = max(max_accuracy, test_stats["acc1"])
                 with ctrl_c.deferred():
                     save(checkpoint_path, epoch, 0)
                     if improved:
                         save(os.path.join(args.output_dir, "best.pth"), epoch, 0)
-                    append_log(args.output_dir, stats)
+                    if root:
+                        append_log(args.output_dir, stats)
                 ema_text = f", EMA {stats['test_ema_acc1']:.1f}%" if ema is not None else ""
-                print(f"epoch {epoch}: train loss {train_stats['loss']:.4f}, lr {train_stats['lr']:.2e}, "
-                      f"val top-1 {test_stats['acc1']:.1f}% (best {max_accuracy:.1f}%{ema_text}), "
-                      f"top-5 {test_stats['acc5']:.1f}%, unreadable images skipped: {train_skipped} train, "
-                      f"{val_skipped} val, {time.perf_counter() - started:.0f} s")
+                if root:
+                    print(f"epoch {epoch}: train loss {train_stats['loss']:.4f}, lr {train_stats['lr']:.2e}, "
+                          f"val top-1 {test_stats['acc1']:.1f}% (best {max_accuracy:.1f}%{ema_text}), "
+                          f"top-5 {test_stats['acc5']:.1f}%, unreadable images skipped: {epoch_skipped} train, "
+                          f"{val_skipped} val, {time.perf_counter() - started:.0f} s")
         except KeyboardInterrupt:
             last = (f"--resume {checkpoint_path} continues from the last checkpoint" if os.path.exists(checkpoint_path)
                     else "no checkpoint was written")
@@ -537,20 +603,42 @@ def one_line(error):
 
 
 def main(argv=None):
-    """The command line: 0 when training or evaluation ends, 2 on an error, 130 when Ctrl-C stopped it."""
+    """The command line: 0 when training or evaluation ends, 2 on an error, 130 when Ctrl-C stopped it.
+
+    In a data-parallel run, an error or an exception in any process is reported by that process (its rank
+    named), which then ends them all (MPI_Abort): the others may be waiting for it in a collective.
+    """
     args = build_parser().parse_args(argv)
+    group = ONE_PROCESS
     try:
-        run(args)
-    except (TrainingError, CudaUnavailableError) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return EXIT_ERROR
-    except Stopped as stop:
-        print(f"interrupted: {stop}", file=sys.stderr)
+        group = process_group(args.device)
+        run(args, group)
+    except (TrainingError, CudaUnavailableError, DistributedError) as error:
+        return fail(group, f"error: {one_line(error)}", EXIT_ERROR)
+    except Stopped as stop:  # every process stopped at the same step; rank 0 saved
+        if group.rank == 0:
+            print(f"interrupted: {stop}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return fail(group, "interrupted", EXIT_INTERRUPTED)
+    except BaseException:
+        if group.size == 1:
+            raise
+        return fail(group, "error: the exception above ended this process; ending all of them", EXIT_ERROR,
+                    traceback.format_exc())
     return 0
+
+
+def fail(group, message, status, details=""):
+    """Print `details` then `message` (naming the rank in a data-parallel run, then ending every process);
+    returns `status`."""
+    if group.size == 1:
+        print(f"{details}{message}", file=sys.stderr)
+        return status
+    print(f"{details}rank {group.rank} of {group.size}: {message}", file=sys.stderr, flush=True)  # one write
+    time.sleep(ABORT_DELAY_S)
+    group.abort(status)
+    return status
 
 
 if __name__ == "__main__":
