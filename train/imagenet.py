@@ -186,6 +186,9 @@ def build_parser():
     add("--eval", action="store_true", help="only evaluate the --resume checkpoint on the val set")
     add("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
     add("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add("--print-freq", type=int, default=10,
+        help="batches between reads of the loss from the device (the only wait on the GPU inside an epoch); a NaN "
+             "loss stops the run at the next read (default: %(default)s)")
     return parser
 
 
@@ -236,6 +239,8 @@ def check_numbers(args):
         check(name, lambda value: 0 <= value <= 1, "in [0, 1]")
     if not 0 <= args.seed < 2**63:
         raise TrainingError(f"--seed must be in [0, 2**63); got {args.seed}")
+    if args.print_freq < 1:
+        raise TrainingError(f"--print-freq must be >= 1; got {args.print_freq}")
 
 
 def check_architecture(args):
@@ -485,7 +490,8 @@ def run(args):
                         model, criterion, train_loader, optimizer, schedule, epoch, device=args.device, mixup=mixup,
                         clip_grad=args.clip_grad or None, clip_mode=args.clip_mode, ema=ema,
                         accum_steps=args.accum_steps, seed=args.seed, start_batch=start_batch if resuming else 0,
-                        losses=losses, stop_requested=ctrl_c.stop_requested, progress=args.progress)
+                        losses=losses, stop_requested=ctrl_c.stop_requested, progress=args.progress,
+                        print_freq=args.print_freq)
                     test_stats = evaluate(model, val_loader, device=args.device, stop_requested=ctrl_c.stop_requested,
                                           progress=args.progress)
                     val_skipped = val_loader.skipped - val_before
