@@ -5,7 +5,8 @@
 In order, each in its own process with a time limit:
   1. the device, as `python -m lsnet_ref.env` reports it;
   2. the `gpu`-marked tests of tests/cuda (LSNet-T forward and backward on the GPU against the CPU:
-     logits and every gradient), and the end-to-end CLI tests of tests/cuda on the real GPU;
+     logits and every gradient; cuBLAS products and the memory pool), and the end-to-end CLI tests of
+     tests/cuda on the real GPU;
   3. the tiny CLI for real: `python -m train.imagenet --variant test` on cuda and on cpu on the same
      generated images, and the final weights compared;
   4. benchmarks/model_cuda.py (LSNet-T training and eval images/s, time per operation).
