@@ -139,7 +139,7 @@ def product_on_cuda(a, b, transpose_a, transpose_b):
 
 
 def check_products(dtype, depth=DEPTH):
-    """Every layout and transpose combination against NumPy; returns the routines called for each."""
+    """Every layout and transpose combination of matmul against NumPy."""
     rng = np.random.default_rng(0)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     for (name, (batch_a, batch_b)), transpose_a, transpose_b in itertools.product(
