@@ -221,17 +221,13 @@ class UsageError(ValueError):
     """A bad command-line argument: printed as one "error:" line, exit status 2."""
 
 
-def _variant_name(variant):
-    return variant if variant.startswith("lsnet_") else f"lsnet_{variant}"
-
-
 def _load_model(variant, checkpoint, num_classes=None):
     """The variant (e.g. "t", "t_distill") with the checkpoint's weights, in eval mode.
 
     num_classes defaults to the checkpoint's (the rows of head.l.weight). Raises UsageError naming
     --checkpoint when the file cannot be read or holds another architecture.
     """
-    name = _variant_name(variant)
+    name = f"lsnet_{variant}"
     try:
         state = load_checkpoint(checkpoint)
     except CheckpointError as error:
@@ -295,7 +291,7 @@ def _run(args):
     if args.num_classes is not None and args.num_classes < 0:
         raise UsageError(f"--num-classes must be >= 0; got {args.num_classes}")
     model = _load_model(args.variant, args.checkpoint, args.num_classes)
-    name = _variant_name(args.variant)
+    name = f"lsnet_{args.variant}"
     if args.output is not None:
         size = args.input_size or (default_img_sizes[name.removesuffix("_distill")],) * 2
         try:
