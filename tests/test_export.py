@@ -49,8 +49,8 @@ def random_model(name, seed=0, **kwargs):
     branches the twenty-odd residual blocks amplify float32 rounding to 1e-4 of the largest logit
     and more (LSNet-B's stage-4 activations reach 1e3 and its softmax logits 1e5 uncalibrated): ONNX
     Runtime and our model then both stray that far from our float64 model. The head's BatchNorm1d
-    keeps random statistics: measured on noise images, whose pooled features barely differ, it would
-    subtract nearly equal numbers.
+    keeps momentum 0.1, so its statistics stay mostly random: measured on noise images, whose pooled
+    features barely differ, they would make it subtract nearly equal numbers.
     """
     model = randomize(L.create_model(name, seed=seed, **kwargs), seed)
     norms = {path: module for path, module in model.named_modules() if isinstance(module, L.modules.BatchNorm2d)}
