@@ -9,6 +9,8 @@ import lsnet_ref as L
 from lsnet_ref import backend, ops
 from lsnet_ref.optim import clip_gradients
 
+from .upload import Uploader
+
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stops without writing a checkpoint."""
@@ -102,6 +104,7 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, dev
     steps_per_epoch = len(loader) // accum_steps
     losses = [] if losses is None else losses
     log = LossLog(losses, print_freq, epoch)
+    upload = Uploader(device, model.dtype)
     stop_requested = stop_requested or (lambda: False)
     images_seen, started = 0, time.perf_counter()
     # the lr of the last update before start_batch: what a resumed epoch with no update left returns
@@ -121,7 +124,7 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, dev
                     targets = labels
                     if mixup is not None:
                         images, targets = mixup(images, labels, np.random.default_rng([seed, epoch, batch_index, 1]))
-                    x = L.Tensor(images, dtype=model.dtype, device=device)
+                    x = upload(images)
                     targets = L.Tensor(targets, dtype=model.dtype if mixup is not None else None, device=device)
                     outputs = model(x)
                     _check_labels(labels, (outputs[0] if isinstance(outputs, tuple) else outputs).shape[1])
