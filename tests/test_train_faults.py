@@ -199,6 +199,8 @@ BAD_ARGUMENTS = [
     (["--clip-grad", -0.02], "--clip-grad"),
     (["--model-ema-decay", 1.5], "--model-ema-decay"),
     (["--overwrite", "--resume", "x.pth"], "--overwrite"),
+    (["--print-freq", 0], "--print-freq must be >= 1"),
+    (["--tf32"], "--tf32 applies to --device cuda only"),
 ]
 
 

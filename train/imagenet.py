@@ -142,6 +142,9 @@ def build_parser():
     add("--dtype", choices=("float32", "float64"), default="float32",
         help="precision of the weights and of every computation; float64 for reference runs that compare "
              "devices or implementations (default: %(default)s)")
+    add("--tf32", action="store_true",
+        help="let float32 matrix products on the GPU use TF32 tensor cores (cuBLAS): faster, but inputs rounded to "
+             "10 mantissa bits, so no longer equal to the CPU (default: FP32)")
 
     add = parser.add_argument_group("optimisation").add_argument
     add("--epochs", type=int, help=f"epochs{preset_default('epochs')}")
@@ -399,6 +402,11 @@ def run(args):
     args = resolve(args)
     if args.device == "cuda":
         require_cuda()  # before any data is read
+        from kernels.cuda.cublas import set_tf32
+
+        set_tf32(args.tf32)
+    elif args.tf32:
+        raise TrainingError("--tf32 applies to --device cuda only")
     if not args.eval:
         check_output_dir(args)
     train_set, val_set = open_datasets(args)

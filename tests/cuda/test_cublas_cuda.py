@@ -251,3 +251,18 @@ def test_real_cublas_tf32_stays_near_fp32():
         cublas.set_tf32(False)
     assert_close(product_on_cuda(a, b, False, False), expected_product(a, b, False, False), "FP32", 1e-5)
 
+
+
+def test_train_cli_tf32_flag_reaches_the_cublas_switch(monkeypatch, tmp_path):
+    from train import imagenet
+
+    seen = []
+    monkeypatch.setattr(cublas, "set_tf32", seen.append)
+
+    def stop(args):
+        raise imagenet.TrainingError("stopped after the device set-up")
+
+    monkeypatch.setattr(imagenet, "open_datasets", stop)
+    for extra, expected in (([], False), (["--tf32"], True)):
+        assert imagenet.main(["--device", "cuda", "--variant", "test", "--output-dir", str(tmp_path), *extra]) == 2
+        assert seen.pop() is expected
