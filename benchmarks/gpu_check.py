@@ -5,10 +5,11 @@
 In order, each in its own process with a time limit:
   1. the device, as `python -m lsnet_ref.env` reports it;
   2. the `gpu`-marked tests of tests/cuda (LSNet-T forward and backward on the GPU against the CPU:
-     logits and every gradient), and the end-to-end CLI tests of tests/cuda on the real GPU;
+     logits and every gradient; cuBLAS products and the memory pool), and the end-to-end CLI tests of
+     tests/cuda on the real GPU;
   3. the tiny CLI for real: `python -m train.imagenet --variant test` on cuda and on cpu on the same
      generated images, and the final weights compared;
-  4. benchmarks/model_cuda.py (LSNet-T training and eval images/s, time per operation).
+  4. benchmarks/model_cuda.py (LSNet-T/S/B training and fused eval images/s against PyTorch, time per operation).
 Then one summary line per part: passed, FAILED or skipped (with why), and the images/s measured.
 Without a GPU the parts that need one are skipped and say so; the CPU run of part 3 still runs.
 Exit status 1 when any part failed.
@@ -106,9 +107,11 @@ def main(argv=None):
 
     if gpu:
         ok, output, _ = run_part("4. benchmarks/model_cuda.py",
-                                 [python, "benchmarks/model_cuda.py", "--steps", str(args.steps)], 300)
-        rates = re.findall(r"(training|eval):\s+([\d.]+) images/s", output)
-        rate_text = ", ".join(f"{phase} {rate} img/s" for phase, rate in rates) or "no rate printed"
+                                 [python, "benchmarks/model_cuda.py", "--steps", str(args.steps)], 480)
+        rates = re.findall(r"LSNet-(\w)\n\s+ours\s+([\d.]+)\s+([\d.]+).*\n.*\n\s+ratio\s+([\d.]+)x\s+([\d.]+)x", output)
+        rate_text = "; ".join(f"{variant}: train {train} img/s ({train_ratio}x torch), eval {evaluation} img/s "
+                              f"({eval_ratio}x)" for variant, train, evaluation, train_ratio, eval_ratio in rates)
+        rate_text = rate_text or "no rate printed"
         summary.append(("benchmark", f"{'passed' if ok else 'FAILED'} ({rate_text})"))
     else:
         summary.append(("benchmark", no_gpu))

@@ -2,6 +2,7 @@
 
 This is the one place that probes the GPU stack; `lsnet_ref.backend` calls `require_cuda()` before
 handing out the CUDA kernels, so "cuda" without a usable GPU fails with the reason, not a trace.
+Its probe creates the CUDA context, so it first installs the device memory pool (kernels/cuda/memory.py).
 """
 import functools
 import importlib.metadata
@@ -44,6 +45,9 @@ def cuda_status():
         return False, f"no usable NVIDIA driver: {detail}"
     if count == 0:
         return False, "the NVIDIA driver is loaded but reports no CUDA device"
+    from kernels.cuda import memory
+
+    memory.install()  # before get_current_device() creates the context: allocations then come from the pool
     try:
         from numba.cuda.cudadrv import nvvm
 
@@ -87,6 +91,13 @@ def report():
         for device in cuda.list_devices():
             name = device.name.decode() if isinstance(device.name, bytes) else device.name
             lines.append(f"device {device.id}     {name}, compute capability {device.compute_capability}")
+        from kernels.cuda import gemm, memory
+
+        pool = "stream-ordered pool of cuda.core" if memory.pool_enabled() else "numba's allocator"
+        products = "cuBLAS" if gemm.cublas_enabled() else "tiled kernel"
+        lines.append(f"memory       {pool} (LSNET_CUDA_POOL=0 picks numba's allocator)")
+        lines.append(f"matmul       {products}, nvmath-python {_version('nvmath-python')} (LSNET_CUBLAS=0 picks "
+                     "the tiled kernel)")
     return lines
 
 

@@ -34,6 +34,7 @@ class _Graph:
 
     def __init__(self):
         self.nodes, self.initializers, self.bytes, self._names = [], [], 0, set()
+        self._ints = {}  # tuple of values -> the int64 initializer holding them, shared by all nodes
 
     def _unique(self, name):
         unique, count = name, 1
@@ -43,23 +44,27 @@ class _Graph:
         self._names.add(unique)
         return unique
 
-    def reserve(self, nbytes, what):
-        """Count `nbytes` of initializers towards MAX_BYTES before building them."""
+    def check_room(self, nbytes, what):
+        """Raise GraphTooLarge if `nbytes` more of initializers would pass MAX_BYTES (before building them)."""
         if self.bytes + nbytes > MAX_BYTES:
             raise GraphTooLarge(f"{what} would take the ONNX file past protobuf's 2 GiB limit "
-                             f"({(self.bytes + nbytes) / 2**30:.1f} GiB of weights)")
-        self.bytes += nbytes
+                                f"({(self.bytes + nbytes) / 2**30:.1f} GiB of weights)")
 
     def constant(self, array, name):
         array = np.asarray(array)
-        self.reserve(array.nbytes, name)
+        self.check_room(array.nbytes, name)
+        self.bytes += array.nbytes
         name = self._unique(name)
         self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
-    def shape(self, dims, name):
-        """An int64 shape for Reshape; 0 copies the input's dimension (the dynamic batch)."""
-        return self.constant(np.array(dims, np.int64), name)
+    def ints(self, values):
+        """A 1-D int64 initializer (shapes, pads, slice bounds); in Reshape shapes 0 copies the input's
+        dimension, which keeps the batch dynamic."""
+        values = tuple(int(value) for value in values)
+        if values not in self._ints:
+            self._ints[values] = self.constant(np.array(values, np.int64), "ints_" + "_".join(map(str, values)))
+        return self._ints[values]
 
     def node(self, op, inputs, name, outputs=1, **attributes):
         names = [self._unique(name if outputs == 1 else f"{name}.{i}") for i in range(outputs)]
@@ -77,31 +82,27 @@ def ska_nodes(graph, x, w, shape, groups, kernel_size, name, grouping="interleav
     by that tap's Slice of w; Sum adds the taps. "blocked" reshapes x to (B, G, C/G, ...) and w to
     (B, G, 1, ...) instead: channel c uses group c // (C/G), the mistaken mapping.
     """
+    if grouping not in GROUPINGS:
+        raise ValueError(f"ska_nodes: argument 'grouping' must be one of {GROUPINGS}; got {grouping!r}")
     channels, height, width = shape
     pad, per_group = kernel_size // 2, channels // groups
     x_groups, w_groups = {"interleaved": ((per_group, groups), (1, groups)),
                           "blocked": ((groups, per_group), (groups, 1))}[grouping]
-    padded = graph.node("Pad", [x, graph.constant(np.array([0, 0, pad, pad, 0, 0, pad, pad], np.int64),
-                                                  f"{name}.pads")], f"{name}.pad", mode="constant")
-    padded = graph.node("Reshape", [padded, graph.shape([0, *x_groups, 1, height + 2 * pad, width + 2 * pad],
-                                                        f"{name}.x_shape")], f"{name}.x_grouped")
-    w = graph.node("Reshape", [w, graph.shape([0, *w_groups, kernel_size**2, height, width], f"{name}.w_shape")],
-                   f"{name}.w_grouped")
+    padded = graph.node("Pad", [x, graph.ints([0, 0, pad, pad, 0, 0, pad, pad])], f"{name}.pad", mode="constant")
+    padded = graph.node("Reshape", [padded, graph.ints([0, *x_groups, 1, height + 2 * pad, width + 2 * pad])],
+                        f"{name}.x_grouped")
+    w = graph.node("Reshape", [w, graph.ints([0, *w_groups, kernel_size**2, height, width])], f"{name}.w_grouped")
     products = []
     for u in range(kernel_size):
         for v in range(kernel_size):
             tap = u * kernel_size + v
-            window = graph.node("Slice", [padded, graph.constant(np.array([u, v], np.int64), f"{name}.starts"),
-                                          graph.constant(np.array([u + height, v + width], np.int64), f"{name}.ends"),
-                                          graph.constant(np.array([4, 5], np.int64), f"{name}.axes")],
-                                f"{name}.x_tap{tap}")
-            weight = graph.node("Slice", [w, graph.constant(np.array([tap], np.int64), f"{name}.starts"),
-                                          graph.constant(np.array([tap + 1], np.int64), f"{name}.ends"),
-                                          graph.constant(np.array([3], np.int64), f"{name}.axes")],
+            window = graph.node("Slice", [padded, graph.ints([u, v]), graph.ints([u + height, v + width]),
+                                          graph.ints([4, 5])], f"{name}.x_tap{tap}")
+            weight = graph.node("Slice", [w, graph.ints([tap]), graph.ints([tap + 1]), graph.ints([3])],
                                 f"{name}.w_tap{tap}")
             products.append(graph.node("Mul", [window, weight], f"{name}.tap{tap}"))
     total = graph.node("Sum", products, f"{name}.sum")
-    return graph.node("Reshape", [total, graph.shape([0, channels, height, width], f"{name}.y_shape")], name)
+    return graph.node("Reshape", [total, graph.ints([0, channels, height, width])], name)
 
 
 class _LSNetGraph:
@@ -162,13 +163,12 @@ class _LSNetGraph:
         """Normalise (B, G, C/G * H * W) with InstanceNormalization, then GroupNorm's per-channel affine."""
         channels, height, width = shape
         groups = norm.num_groups
-        grouped = self.graph.node("Reshape", [x, self.graph.shape([0, groups, -1], f"{name}.grouped_shape")],
-                                  f"{name}.grouped")
+        grouped = self.graph.node("Reshape", [x, self.graph.ints([0, groups, -1])], f"{name}.grouped")
         normed = self.graph.node("InstanceNormalization", [
             grouped, self.graph.constant(np.ones(groups, np.float32), f"{name}.ones"),
             self.graph.constant(np.zeros(groups, np.float32), f"{name}.zeros"),
         ], f"{name}.normalized", epsilon=float(norm.eps))
-        normed = self.graph.node("Reshape", [normed, self.graph.shape([0, channels, height, width], f"{name}.shape")],
+        normed = self.graph.node("Reshape", [normed, self.graph.ints([0, channels, height, width])],
                                  f"{name}.ungrouped")
         return self.channel_affine(normed, norm.weight.numpy(), norm.bias.numpy(), name), shape
 
@@ -202,17 +202,18 @@ class _LSNetGraph:
         return self.graph.node("Add", [y, x], name), shape
 
     def attention(self, attention, x, shape, name):
-        channels, height, width = shape
+        _, height, width = shape
         heads, tokens, graph = attention.num_heads, height * width, self.graph
-        graph.reserve(4 * heads * tokens * tokens, f"the {heads} x {tokens} x {tokens} attention-bias table of {name}")
+        table_bytes = 4 * heads * tokens * tokens
+        graph.check_room(table_bytes, f"the {heads} x {tokens} x {tokens} attention-bias table of {name}")
         with no_grad():
             biases, idxs = attention._biases_for(height, width)
             table = biases.numpy()[:, idxs.numpy()]  # (heads, N, N) for this map size
         qkv, _ = self.conv(attention.qkv, x, shape, f"{name}.qkv")
-        sizes = graph.constant(np.array([attention.nh_kd, attention.nh_kd, attention.dh], np.int64), f"{name}.split")
+        sizes = graph.ints([attention.nh_kd, attention.nh_kd, attention.dh])
         q, k, v = graph.node("Split", [qkv, sizes], f"{name}.qkv_split", outputs=3, axis=1)
         q, _ = self.conv(attention.dw, q, (attention.nh_kd, height, width), f"{name}.dw")
-        heads_shape = graph.shape([0, heads, -1, tokens], f"{name}.heads_shape")
+        heads_shape = graph.ints([0, heads, -1, tokens])
         q, k, v = (graph.node("Reshape", [t, heads_shape], f"{name}.{t_name}") for t, t_name in zip((q, k, v), "qkv"))
         q_t = graph.node("Transpose", [q], f"{name}.q_t", perm=[0, 1, 3, 2])
         logits = graph.node("MatMul", [q_t, k], f"{name}.qk")
@@ -223,8 +224,7 @@ class _LSNetGraph:
         attn = graph.node("Softmax", [logits], f"{name}.attn", axis=-1)
         attn_t = graph.node("Transpose", [attn], f"{name}.attn_t", perm=[0, 1, 3, 2])
         out = graph.node("MatMul", [v, attn_t], f"{name}.out")
-        out = graph.node("Reshape", [out, graph.shape([0, attention.dh, height, width], f"{name}.out_shape")],
-                         f"{name}.out_map")
+        out = graph.node("Reshape", [out, graph.ints([0, attention.dh, height, width])], f"{name}.out_map")
         return self.module(attention.proj, out, (attention.dh, height, width), f"{name}.proj")
 
     def block(self, block, x, shape, name):
@@ -277,9 +277,9 @@ def to_onnx(model, input_size, opset=17, grouping="interleaved"):
     emitter = _LSNetGraph(grouping)
     output = "logits" if model.num_classes else "features"
     with no_grad():
-        _, width_out = emitter.network(fused, "images", (model.in_chans, height, width), output)
+        _, out_features = emitter.network(fused, "images", (model.in_chans, height, width), output)
     inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", model.in_chans, height, width])]
-    outputs = [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", width_out])]
+    outputs = [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", out_features])]
     doc = ("LSNet (CVPR 2025) exported by lsnet-ref. SKA: channel c uses weight group c mod C/8 (interleaved)."
            if grouping == "interleaved" else "LSNet with the MISTAKEN SKA grouping c // 8, for checking ports.")
     properties = {"input_size": f"{height}x{width}", "ska_grouping": grouping,

@@ -6,14 +6,49 @@ import numpy as np
 from tqdm import tqdm
 
 import lsnet_ref as L
-from lsnet_ref import ops
+from lsnet_ref import backend, ops
 from lsnet_ref.optim import clip_gradients
 
 from .distributed import ONE_PROCESS
+from .upload import Uploader
 
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stops without writing a checkpoint."""
+
+
+class LossLog:
+    """Per-batch losses kept where they were computed and read in one copy every `every` batches, so that
+    a training step never waits for the host (DeiT reads the loss each step, a full device sync).
+
+    `flush()` appends them to `values` and raises NonFiniteLoss on the first NaN or infinite one; the
+    updates after it and before the flush are not saved, as no checkpoint is written without a flush.
+    """
+
+    def __init__(self, values, every, epoch):
+        self.values, self.every, self.epoch = values, every, epoch
+        self.batches, self.buffer = [], None  # the batch indices of the pending losses, where they are kept
+
+    def add(self, loss, batch_index):
+        kernels = backend.kernels_of(loss.data)
+        if self.buffer is None or backend.device_of(self.buffer) != loss.device or self.buffer.dtype != loss.dtype:
+            self.flush()
+            self.buffer = kernels.empty((self.every,), loss.dtype)
+        slot = len(self.batches)
+        kernels.copy_into(self.buffer[slot:slot + 1], loss.data.reshape(1))
+        self.batches.append(batch_index)
+        if len(self.batches) == self.every:
+            self.flush()
+
+    def flush(self):
+        if not self.batches:
+            return
+        pending = backend.transfer(self.buffer[:len(self.batches)], "cpu")
+        batches, self.batches = self.batches, []
+        for batch_index, value in zip(batches, pending.tolist()):
+            if not math.isfinite(value):
+                raise NonFiniteLoss(f"loss is {value} at epoch {self.epoch}, batch {batch_index}; stopping")
+            self.values.append(value)
 
 
 class Interrupted(Exception):
@@ -52,13 +87,14 @@ class Criterion:
 
 def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, device, mixup=None, clip_grad=None,
                     clip_mode="agc", ema=None, accum_steps=1, seed=0, start_batch=0, losses=None,
-                    stop_requested=None, progress=True, group=ONE_PROCESS):
+                    stop_requested=None, progress=True, print_freq=10, group=ONE_PROCESS):
     """Train over one epoch of `loader`, from batch `start_batch`.
 
     The learning rate is set from `schedule` before every optimizer update; an update happens every
     `accum_steps` batches. Each batch's loss is appended to `losses` (a list: pass the losses of the
-    epoch's batches before `start_batch` to have the mean cover the whole epoch). Returns {"lr",
-    "loss"}: the lr of the last update and the mean of `losses`.
+    epoch's batches before `start_batch` to have the mean cover the whole epoch), read from the device
+    every `print_freq` batches, at the end and before Interrupted. Returns {"lr", "loss"}: the lr of
+    the last update and the mean of `losses`.
 
     In a data-parallel run (`group`, train.distributed), every process calls it with its own `loader`
     share and `losses`: before each update the gradients are averaged over the processes and after it
@@ -67,11 +103,14 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, dev
 
     `stop_requested()` is asked on entry and after each update (its accumulation batches,
     clipping, AdamW and EMA all done); when true, Interrupted says where the epoch stands. Raises
-    NonFiniteLoss on a NaN or infinite loss, NoImages when the epoch had no readable image.
+    NonFiniteLoss on a NaN or infinite loss (when the losses are read), NoImages when the epoch had no
+    readable image, ValueError on a label outside the model's classes (checked on the host).
     """
     model.train()
     steps_per_epoch = len(loader) // accum_steps
     losses = [] if losses is None else losses
+    log = LossLog(losses, print_freq, epoch)
+    upload = Uploader(device, model.dtype)
     stop_requested = stop_requested or (lambda: False)
     images_seen, started = 0, time.perf_counter()
     # the lr of the last update before start_batch: what a resumed epoch with no update left returns
@@ -92,14 +131,13 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, dev
                     if mixup is not None:
                         rng = np.random.default_rng([seed, epoch, loader.global_batch(batch_index), 1])
                         images, targets = mixup(images, labels, rng)
-                    x = L.Tensor(images, dtype=model.dtype, device=device)
+                    x = upload(images)
                     targets = L.Tensor(targets, dtype=model.dtype if mixup is not None else None, device=device)
-                    loss = criterion(model(x), targets, x)
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise NonFiniteLoss(f"loss is {value} at epoch {epoch}, batch {batch_index}; stopping")
+                    outputs = model(x)
+                    _check_labels(labels, (outputs[0] if isinstance(outputs, tuple) else outputs).shape[1])
+                    loss = criterion(outputs, targets, x)
                     (loss * (1.0 / accum_steps)).backward()
-                    losses.append(value)
+                    log.add(loss, batch_index)
                     images_seen += len(labels)
                 if (batch_index + 1) % accum_steps == 0:
                     lr = schedule.lr_at(epoch * steps_per_epoch + batch_index // accum_steps)
@@ -113,16 +151,25 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, epoch, *, dev
                     if ema is not None:
                         ema.update(model)
                     if stop_requested():
+                        log.flush()
                         raise Interrupted(batch_index + 1)
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1] if losses else float('nan'):.4f}", lr=f"{lr:.2e}",
                                 img_s=f"{images_seen / (time.perf_counter() - started):.1f}")
+        log.flush()
     finally:
         bar.close()
     all_losses = [value for share in group.gather(losses) for value in share]
     if not all_losses:
         raise NoImages(f"epoch {epoch}: no training image could be read")
     return {"lr": lr, "loss": float(np.mean(all_losses))}
+
+
+def _check_labels(labels, classes):
+    """On the host, before any kernel reads them (the device kernels do not check)."""
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"labels must lie in [0, {classes}) (the model's classes); "
+                         f"got [{labels.min()}, {labels.max()}]")
 
 
 def evaluate(model, loader, *, device, stop_requested=None, progress=True, group=ONE_PROCESS):

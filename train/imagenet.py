@@ -151,6 +151,9 @@ def build_parser():
     add("--dtype", choices=("float32", "float64"), default="float32",
         help="precision of the weights and of every computation; float64 for reference runs that compare "
              "devices or implementations (default: %(default)s)")
+    add("--tf32", action="store_true",
+        help="let float32 matrix products on the GPU use TF32 tensor cores (cuBLAS): faster, but inputs rounded to "
+             "10 mantissa bits, so no longer equal to the CPU (default: FP32)")
 
     add = parser.add_argument_group("optimisation").add_argument
     add("--epochs", type=int, help=f"epochs{preset_default('epochs')}")
@@ -196,6 +199,9 @@ def build_parser():
     add("--eval", action="store_true", help="only evaluate the --resume checkpoint on the val set")
     add("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
     add("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add("--print-freq", type=int, default=10,
+        help="batches between reads of the loss from the device (the only wait on the GPU inside an epoch); a NaN "
+             "loss stops the run at the next read (default: %(default)s)")
 
     add = parser.add_argument_group("several processes (mpiexec -n N python -m train.imagenet ...)").add_argument
     add("--sync-bn", action="store_true",
@@ -253,6 +259,8 @@ def check_numbers(args):
         check(name, lambda value: 0 <= value <= 1, "in [0, 1]")
     if not 0 <= args.seed < 2**63:
         raise TrainingError(f"--seed must be in [0, 2**63); got {args.seed}")
+    if args.print_freq < 1:
+        raise TrainingError(f"--print-freq must be >= 1; got {args.print_freq}")
 
 
 def check_architecture(args):
@@ -426,6 +434,11 @@ def run(args, group=ONE_PROCESS):
     progress = args.progress and root
     if args.device == "cuda":
         require_cuda()  # before any data is read
+        from kernels.cuda.cublas import set_tf32
+
+        set_tf32(args.tf32)
+    elif args.tf32:
+        raise TrainingError("--tf32 applies to --device cuda only")
     if not args.eval and root:
         check_output_dir(args)
     train_set, val_set = open_datasets(args)
@@ -548,7 +561,8 @@ def run(args, group=ONE_PROCESS):
                         model, criterion, train_loader, optimizer, schedule, epoch, device=args.device, mixup=mixup,
                         clip_grad=args.clip_grad or None, clip_mode=args.clip_mode, ema=ema,
                         accum_steps=args.accum_steps, seed=args.seed, start_batch=start_batch if resuming else 0,
-                        losses=losses, stop_requested=stop_requested, progress=progress, group=group)
+                        losses=losses, stop_requested=stop_requested, progress=progress,
+                        print_freq=args.print_freq, group=group)
                     test_stats = evaluate(model, val_loader, device=args.device, stop_requested=stop_requested,
                                           progress=progress, group=group)
                     val_skipped = group.sum(val_loader.skipped - val_before)

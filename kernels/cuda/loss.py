@@ -43,7 +43,10 @@ def _one_hot(labels, on_value, off_value, out):
         return
     classes = out.shape[1]
     n, k = i // classes, i % classes
-    out[n, k] = on_value if labels[n] == k else off_value
+    if labels[n] < 0 or labels[n] >= classes:  # no host check on the device: the row (so the loss) becomes NaN
+        out[n, k] = math.nan
+    else:
+        out[n, k] = on_value if labels[n] == k else off_value
 
 
 @cuda.jit(cache=True)
@@ -105,7 +108,7 @@ def _argmax_rows(x, out):
 
 def one_hot(labels, num_classes, on_value, off_value, dtype):
     """labels (N,) int64 in [0, num_classes) -> (N, num_classes) of `dtype`: on_value at each label,
-    off_value elsewhere."""
+    off_value elsewhere; a row whose label lies outside is NaN."""
     out = cuda.device_array((labels.shape[0], num_classes), dtype)
     if out.size:
         _one_hot[blocks(out.size), THREADS](labels, out.dtype.type(on_value), out.dtype.type(off_value), out)

@@ -1,5 +1,6 @@
 """Multi-head self-attention with the LeViT relative-position bias table (docs/architecture.md §3)."""
 import itertools
+import weakref
 
 import numpy as np
 
@@ -10,6 +11,10 @@ from ._checks import check_rank, check_same_dtype, check_tensor
 __all__ = ["attention", "attention_bias_index"]
 
 INDEX_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))  # the index dtypes PyTorch accepts
+
+# A device table's value range, read once per array: the tables are built once and never written,
+# so a training step makes no device-to-host copy for them.
+_DEVICE_TABLE_RANGES = {}  # id(array) -> (weak reference to the array, min, max)
 
 
 class AttentionFunction(Function):
@@ -46,17 +51,32 @@ class AttentionFunction(Function):
         return grad_q, grad_k, grad_v, grad_biases, None
 
 
+def _device_table_range(array):
+    known = _DEVICE_TABLE_RANGES.get(id(array))
+    if known is None or known[0]() is not array:
+        for key in [key for key, (ref, _, _) in _DEVICE_TABLE_RANGES.items() if ref() is None]:
+            del _DEVICE_TABLE_RANGES[key]
+        values = array.copy_to_host()
+        known = _DEVICE_TABLE_RANGES[id(array)] = (weakref.ref(array), values.min(), values.max())
+    return known[1], known[2]
+
+
 def _check_index_table(op, name, table, points, num_offsets):
     check_tensor(op, name, table)
     if table.dtype not in INDEX_DTYPES:
         raise ValueError(f"{op}: argument '{name}' must be int64 or int32; got {table.dtype}")
     if table.shape != (points, points):
         raise ValueError(f"{op}: argument '{name}' must have shape (N, N) = ({points}, {points}); got {table.shape}")
-    values = table.numpy()  # (N, N) only: a small host copy on "cuda"
-    if values.size and (values.min() < 0 or values.max() >= num_offsets):
+    if not table.size:
+        return
+    if table.device == "cpu":
+        low, high = table.data.min(), table.data.max()
+    else:
+        low, high = _device_table_range(table.data)
+    if low < 0 or high >= num_offsets:
         raise ValueError(
             f"{op}: argument '{name}' values must lie in [0, {num_offsets}) (num_offsets = attention_biases.shape[1]); "
-            f"got values from {values.min()} to {values.max()}"
+            f"got values from {low} to {high}"
         )
 
 

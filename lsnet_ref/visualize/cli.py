@@ -117,7 +117,11 @@ def build_model(args):
         try:
             model.load_state_dict(checkpoint_filter(state, model))
         except ValueError as error:
-            raise VisualizeError(f"--checkpoint {args.checkpoint} does not fit {name}: {error}") from None
+            problems = str(error).splitlines()[1:] or [str(error)]  # load_state_dict lists one problem per line
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise VisualizeError(
+                f"--checkpoint {args.checkpoint} does not fit {name}: {problems[0].strip()}{more}"
+            ) from None
         label = f"{name}, {os.path.basename(args.checkpoint)}"
     return model.eval().to(device=args.device), label
 
@@ -127,8 +131,7 @@ def choose_stage(args, lsconvs, name):
     if args.command == "erf":
         return 3 if args.stage is None else args.stage
     if args.stage is None:
-        eligible = [stage for stage in lsconvs if stage <= 3]
-        return max(eligible) if args.command == "aggregation" else min(eligible)
+        return max(lsconvs) if args.command == "aggregation" else min(lsconvs)
     if args.stage not in lsconvs:
         raise VisualizeError(
             f"--stage {args.stage}: stage {args.stage} of {name} has no LSConv; stages with one: "

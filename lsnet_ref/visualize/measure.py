@@ -1,5 +1,5 @@
 """The measurements behind the figures, as arrays: effective receptive fields, SKA aggregation maps and
-LS-convolution internals. NumPy only; drawing them is `draw.py`'s job.
+LS-convolution internals. NumPy and Pillow, no matplotlib: drawing them is `draw.py`'s job.
 
 * ERF (Luo et al. 2016, computed as RepLKNet's `erf` tools do): for each image, the gradient of
   `relu(feature[:, :, H // 2, W // 2]).sum()` with respect to the input, ReLU'd and summed over the colour
@@ -25,6 +25,7 @@ __all__ = [
 
 STAGE_NAMES = ("blocks1", "blocks2", "blocks3", "blocks4")
 AREA_FRACTIONS = (0.2, 0.3, 0.5, 0.99)  # the thresholds of RepLKNet's analyze_erf
+# ImageNet's channel statistics, as in train.transforms (the library does not import the training code)
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 

@@ -7,8 +7,10 @@ from lsnet_ref import modules as nn
 from lsnet_ref.optim import AdamW, ModelEMA, clip_gradients, param_groups_weight_decay
 from oracle import assert_tensors_close
 
-
-BASE = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1)).double()
+# No bias ahead of the BatchNorm: its gradient would vanish analytically, and AdamW would turn the two
+# devices' rounding noise in it into updates of the size of the learning rate.
+BASE = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                     nn.Conv2d(4, 2, 1)).double()
 
 
 def make_run(device, fused=True):
