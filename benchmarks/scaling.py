@@ -64,12 +64,18 @@ def launch(processes, args, device):
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--device", device, "--variant", args.variant,
                "--input-size", str(args.input_size), "--batch", str(args.batch), "--steps", str(args.steps)]
     if processes > 1:
-        command = ["mpiexec", "-n", str(processes), *command]
+        command = [mpiexec(), "-n", str(processes), *command]
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def mpiexec():
+    """The mpiexec of mpi4py's MPI: the MPICH wheel's, beside this interpreter, else the first on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return beside if os.path.exists(beside) else shutil.which("mpiexec")
 
 
 def gpu_count():
@@ -92,7 +98,7 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    if shutil.which("mpiexec") is None:
+    if mpiexec() is None:
         raise SystemExit("mpiexec not found: pip install 'lsnet-ref[dist]'")
 
     print(f"LSNet-{args.variant.upper()} at {args.input_size} px, batch {args.batch} per process, CPU, one thread "

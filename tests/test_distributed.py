@@ -23,6 +23,9 @@ RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_r
 # 2 classes: 4 batches of 4 per epoch, that is 2 steps of 2 processes x 1 batch, or of 1 process x 2 batches.
 FAST = ["--variant", "test", "--input-size", 32, "--batch-size", 4, "--workers", 1, "--no-progress", "--epochs", 2,
         "--warmup-epochs", 1, "--lr", 0.5, "--dtype", "float64"]
+# The mpiexec of mpi4py's MPI: the MPICH wheel's, beside this interpreter, before any other on PATH.
+MPIEXEC = next(path for path in (os.path.join(os.path.dirname(sys.executable), "mpiexec"), shutil.which("mpiexec"))
+               if path and os.path.exists(path))
 FIRST_RUN_S = 900  # a first run may compile the kernels (a few minutes); later runs take seconds
 
 
@@ -36,7 +39,7 @@ def launch(processes, *argv, instruments=(), timeout=FIRST_RUN_S):
     """Run the CLI in `processes` processes (mpiexec when more than one); returns the CompletedProcess."""
     command = [sys.executable, RUNNER, *map(str, instruments), "--", *map(str, argv)]
     if processes > 1:
-        command = ["mpiexec", "-n", str(processes), *command]
+        command = [MPIEXEC, "-n", str(processes), *command]
     return subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=timeout)
 
 
