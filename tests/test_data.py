@@ -256,6 +256,26 @@ def test_loader_follows_sampler_and_seeds_each_position(tmp_path):
         np.testing.assert_array_equal(draws, np.float32(expected))
 
 
+def test_loader_shares_of_replicas_make_the_batches_of_one_process(tmp_path):
+    """Replica r reads batches r, r + 3, ...: the same images and augmentation draws as one process; without
+    drop_last every replica reads equally many batches, those past the end empty."""
+    dataset = numbered_tree(tmp_path, [6, 5])
+    sampler = RandomSampler(11, seed=3)
+    for drop_last, batches_each in ((True, 1), (False, 2)):
+        whole = run_epoch(Loader(dataset, sampler, 3, identify, seed=5, drop_last=drop_last), 1)
+        shares = [run_epoch(Loader(dataset, sampler, 3, identify, seed=5, drop_last=drop_last, num_replicas=3,
+                                   rank=rank), 1) for rank in range(3)]
+        assert [len(share) for share in shares] == [batches_each] * 3
+        interleaved = [share[k] for k in range(batches_each) for share in shares]
+        for (images, labels), (expected_images, expected_labels) in zip(interleaved, whole):
+            np.testing.assert_array_equal(images, expected_images)
+            np.testing.assert_array_equal(labels, expected_labels)
+        assert len(interleaved) - len(whole) == (2 if not drop_last else 0)
+        assert all(len(labels) == 0 for _, labels in interleaved[len(whole):])
+    with pytest.raises(ValueError, match="rank must be below num_replicas"):
+        Loader(dataset, sampler, 2, identify, num_replicas=2, rank=2)
+
+
 def test_loader_results_do_not_depend_on_worker_count(tmp_path):
     dataset = numbered_tree(tmp_path, [20, 20])
 
