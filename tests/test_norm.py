@@ -1,5 +1,6 @@
 """batch_norm and group_norm against torch.nn.functional, their NumPy references and finite differences."""
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -336,3 +337,65 @@ def _vector(size=3, dtype=np.float64):
 def test_norm_rejects_bad_arguments(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+class ThreadSums:
+    """`sum_over_processes` for `size` threads standing in for processes: each rank's function returns the
+    sum of all ranks' arrays, added in rank order. A thread runs kernels only while it holds `self.lock`
+    (Numba's thread pool takes launches from one thread at a time), which it lets go while it waits."""
+
+    def __init__(self, size):
+        self.barrier, self.parts, self.lock = threading.Barrier(size, timeout=60), [None] * size, threading.Lock()
+
+    def of_rank(self, rank):
+        def sum_over_processes(array):
+            self.parts[rank] = array.copy()
+            self.lock.release()
+            self.barrier.wait()
+            total = sum(self.parts[1:], self.parts[0])
+            self.barrier.wait()
+            self.lock.acquire()
+            return total
+
+        return sum_over_processes
+
+
+def test_sync_batch_norm_over_two_processes_equals_batch_norm_of_their_whole_batch():
+    """Each of 2 threads normalises its half of a batch with sync_batch_norm: outputs, input gradients and running
+    statistics equal batch_norm on the whole batch; the weight and bias gradients add up to the whole batch's."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (6, 5, 4, 3))
+    upstream = rng.normal(size=x.shape)
+    weight, bias = rng.normal(size=5), rng.normal(size=5)
+
+    def run(x_part, upstream_part, norm):
+        inputs = [L.Tensor(x_part, requires_grad=True), L.Tensor(weight, requires_grad=True),
+                  L.Tensor(bias, requires_grad=True)]
+        running = [L.Tensor(np.full(5, 0.5)), L.Tensor(np.full(5, 2.0))]
+        y = norm(inputs[0], *running, *inputs[1:])
+        y.backward(L.Tensor(upstream_part))
+        return [y.numpy(), *(t.grad.numpy() for t in inputs), *(t.numpy() for t in running)]
+
+    expected = run(x, upstream, lambda x, mean, var, w, b: L.ops.batch_norm(x, mean, var, w, b, training=True))
+    sums, results = ThreadSums(2), [None, None]
+
+    def process(rank):
+        with sums.lock:
+            results[rank] = run(x[3 * rank:3 * rank + 3], upstream[3 * rank:3 * rank + 3],
+                                lambda x, mean, var, w, b: L.ops.sync_batch_norm(x, mean, var, w, b,
+                                                                                 sums.of_rank(rank)))
+
+    threads = [threading.Thread(target=process, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    (y0, dx0, dw0, db0, mean0, var0), (y1, dx1, dw1, db1, mean1, var1) = results
+    y, dx, dw, db, mean, var = expected
+    np.testing.assert_allclose(np.concatenate([y0, y1]), y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([dx0, dx1]), dx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dw0 + dw1, dw, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(db0 + db1, db, rtol=1e-10, atol=1e-12)
+    for running, (first, second) in ((mean, (mean0, mean1)), (var, (var0, var1))):
+        np.testing.assert_array_equal(first, second)
+        np.testing.assert_allclose(first, running, rtol=1e-12)
