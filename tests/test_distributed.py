@@ -40,7 +40,8 @@ def launch(processes, *argv, instruments=(), timeout=FIRST_RUN_S):
     command = [sys.executable, RUNNER, *map(str, instruments), "--", *map(str, argv)]
     if processes > 1:
         command = [MPIEXEC, "-n", str(processes), *command]
-    return subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, env=environment(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def succeed(processes, *argv, **kwargs):
