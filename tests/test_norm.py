@@ -278,6 +278,26 @@ def test_batch_norm_relu_fused_equals_batch_norm_then_relu_exactly(training, dty
         np.testing.assert_array_equal(mine, theirs, err_msg=name)
 
 
+def test_modules_apply_a_following_relu_in_the_batch_norm_unless_a_hook_watches_it(monkeypatch):
+    """Sequential(ConvBN, ReLU, ...) skips the ReLU's own op; a hooked ReLU still runs itself."""
+    model = L.create_model("lsnet_test", seed=0)
+    x = L.Tensor(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    relu_calls = []
+    relu = L.ops.elementwise.ReLUFunction.forward
+    monkeypatch.setattr(L.ops.elementwise.ReLUFunction, "forward",
+                        lambda self, a: relu_calls.append(a.shape) or relu(self, a))
+    unfused = model.patch_embed[1](model.patch_embed[0](x))
+    assert len(relu_calls) == 1
+    relu_calls.clear()
+    model.patch_embed(x)
+    assert relu_calls == []
+    seen = []
+    model.patch_embed[1].register_forward_hook(lambda module, inputs, output: seen.append(output))
+    model.patch_embed(x)
+    assert len(relu_calls) == 1 and len(seen) == 1
+    np.testing.assert_array_equal(seen[0].numpy(), unfused.numpy())
+
+
 @given(
     st.sampled_from([(4, 3), (3, 2, 5), (2, 3, 4, 3)]),
     st.sampled_from(FLOAT_DTYPES),
