@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from . import init, ops
-from .modules import BatchNorm1d, BatchNorm2d, Conv2d, GroupNorm, Identity, Linear, Module, ReLU, Sequential
+from .modules import BatchNorm1d, BatchNorm2d, Conv2d, GroupNorm, Identity, Linear, Module, ReLU, Sequential, then_relu
 from .tensor import Parameter, Tensor
 
 __all__ = ["LSNet", "checkpoint_filter", "create_model", "default_img_sizes", "list_models", "model_cfgs"]
@@ -36,11 +36,16 @@ def _conv_with(weight, bias, stride, padding, groups, like):
 class ConvBN(Sequential):
     """Conv2d without bias, then BatchNorm2d (keys `c.*`, `bn.*`)."""
 
+    fuses_relu = True  # forward(x, activation="relu"): see modules.then_relu
+
     def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, padding=0, groups=1, bn_weight_init=1.0):
         super().__init__()
         self.add_module("c", Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups, bias=False))
         self.add_module("bn", BatchNorm2d(out_channels))
         self.bn.weight.data[...] = bn_weight_init
+
+    def forward(self, x, activation=None):
+        return self.bn(self.c(x), activation=activation)
 
     def fuse(self):
         """One Conv2d with bias equal to this block in eval mode."""
@@ -90,7 +95,7 @@ class FFN(Module):
         self.pw2 = ConvBN(hidden, dim, bn_weight_init=0.0)
 
     def forward(self, x):
-        return self.pw2(self.act(self.pw1(x)))
+        return self.pw2(then_relu(self.pw1, self.act, x))
 
 
 class RepVGGDW(Module):
@@ -141,7 +146,7 @@ class LKP(Module):
         self.sks, self.groups, self.dim = sks, groups, dim
 
     def forward(self, x):
-        x = self.act(self.cv3(self.cv2(self.act(self.cv1(x)))))
+        x = then_relu(self.cv3, self.act, self.cv2(then_relu(self.cv1, self.act, x)))
         w = self.norm(self.cv4(x))
         batch, _, height, width = w.shape
         return w.reshape(batch, self.dim // self.groups, self.sks**2, height, width)

@@ -252,8 +252,16 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
+        modules = list(self._modules.values())
+        index = 0
+        while index < len(modules):
+            following = modules[index + 1] if index + 1 < len(modules) else None
+            if isinstance(following, ReLU):
+                x = then_relu(modules[index], following, x)
+                index += 2
+            else:
+                x = modules[index](x)
+                index += 1
         return x
 
 
@@ -265,6 +273,14 @@ class Identity(Module):
 class ReLU(Module):
     def forward(self, x):
         return ops.relu(x)
+
+
+def then_relu(module, relu, x):
+    """relu(module(x)), the ReLU applied by module's last BatchNorm in the same kernel where module
+    ends in one (its class says `fuses_relu`) and no hook watches the ReLU."""
+    if getattr(module, "fuses_relu", False) and not relu._forward_hooks:
+        return module(x, activation="relu")
+    return relu(module(x))
 
 
 class Conv2d(Module):
@@ -289,6 +305,7 @@ class Conv2d(Module):
 class _BatchNorm(Module):
     rank = ()
     layout = ""
+    fuses_relu = True  # forward(x, activation="relu"): see then_relu
     # Set to a function that sums a float64 host vector over the processes of a data-parallel run, training
     # normalises with the statistics of all their batches (ops.sync_batch_norm).
     sum_over_processes = None
@@ -302,18 +319,18 @@ class _BatchNorm(Module):
         self.register_buffer("running_var", Tensor(np.ones(num_features, np.float32)))
         self.register_buffer("num_batches_tracked", Tensor(np.zeros((), np.int64)), host=True)
 
-    def forward(self, x):
+    def forward(self, x, activation=None):
         if x.ndim not in self.rank:
             raise ValueError(f"{type(self).__name__}: expected a {self.layout} input; got shape {x.shape}")
         if self.training:
             count = self.num_batches_tracked.data
             np.add(count, 1, out=count)
-        if self.training and self.sum_over_processes is not None:
-            return ops.sync_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                       self.sum_over_processes, self.momentum, self.eps)
-        return ops.batch_norm(
-            x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
-        )
+        if self.training and self.sum_over_processes is not None:  # the ReLU, if any, as an op of its own
+            y = ops.sync_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                    self.sum_over_processes, self.momentum, self.eps)
+            return ops.relu(y) if activation == "relu" else y
+        return ops.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                              self.momentum, self.eps, activation)
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

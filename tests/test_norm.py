@@ -104,15 +104,21 @@ def _affine_call(function, weight, bias, **kwargs):
     return call
 
 
-def check_batch_norm_against_torch(case, training, device="cpu"):
-    """Forward, gradients and the running statistics, updated in place on `device`."""
+def torch_batch_norm_relu(x, *args, **kwargs):
+    return F.relu(F.batch_norm(x, *args, **kwargs))
+
+
+def check_batch_norm_against_torch(case, training, device="cpu", activation=None):
+    """Forward, gradients and the running statistics, updated in place on `device`; with activation
+    "relu" against F.relu(F.batch_norm(...))."""
     x, weight, bias, differentiable, running, momentum, eps = case
     ours_running = [L.Tensor(a.copy(), device=device) for a in running] if running else [None, None]
     torch_running = [torch.tensor(a.astype(np.float64)) for a in running] if running else [None, None]
+    theirs = torch_batch_norm_relu if activation == "relu" else F.batch_norm
     check_with_torch(
         _affine_call(L.ops.batch_norm, weight, bias, running_mean=ours_running[0], running_var=ours_running[1],
-                     training=training, momentum=momentum, eps=eps),
-        _affine_call(F.batch_norm, weight, bias, running_mean=torch_running[0], running_var=torch_running[1],
+                     training=training, momentum=momentum, eps=eps, activation=activation),
+        _affine_call(theirs, weight, bias, running_mean=torch_running[0], running_var=torch_running[1],
                      training=training, momentum=momentum, eps=eps),
         _present(x, weight, bias),
         differentiable,
@@ -156,13 +162,35 @@ def _update_running(namespace, momentum, count, put=np.copy, get=np.asarray):
     return run
 
 
+def _stats_updating_running(namespace, momentum, put=np.copy, get=np.asarray):
+    """namespace's batch_norm_stats given running statistics (put() copies of host arrays): (mean, var,
+    running_mean, running_var) back through get()."""
+
+    def run(x, running_mean, running_var):
+        x, running_mean, running_var = put(x), put(running_mean), put(running_var)
+        mean, var = namespace.batch_norm_stats(x, running_mean, running_var, momentum)
+        return tuple(get(a) for a in (mean, var, running_mean, running_var))
+
+    return run
+
+
+def _namespace_and_transfers(device):
+    """(kernel namespace, put, get) for device arrays of `device` made from and read into host arrays."""
+    if device == "cpu":
+        return cpu, np.copy, np.asarray
+    from kernels import cuda  # only where the CUDA tests run
+
+    return cuda, cuda.from_host, lambda a: a.copy_to_host()
+
+
 def check_batch_norm_kernels(case, device="cpu"):
-    """The batch_norm kernels of `device` against kernels.reference."""
+    """The batch_norm kernels of `device` against kernels.reference, with and without the fused ReLU."""
     x, weight, bias, _, running, momentum, eps = case
     channels = x.shape[1]
     weight = np.ones(channels, x.dtype) if weight is None else weight
     bias = np.zeros(channels, x.dtype) if bias is None else bias
     mean, var = reference.batch_norm_stats(x)
+    relu_output = reference.batch_norm_fwd(x, mean, var, weight, bias, eps, relu=True)
     grad_y = np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype)
     check_kernel(kernel_on(device, "batch_norm_stats"), reference.batch_norm_stats, [x])
     for name, arrays in [
@@ -173,15 +201,18 @@ def check_batch_norm_kernels(case, device="cpu"):
     ]:
         ours, theirs = kernel_on(device, name), getattr(reference, name)
         check_kernel(lambda *a: ours(*a, eps), lambda *a: theirs(*a, eps), arrays)
+        if name == "batch_norm_fwd":
+            check_kernel(lambda *a: ours(*a, eps, True), lambda *a: theirs(*a, eps, True), arrays)
+        else:  # backward through the fused ReLU: the forward's output as the last argument
+            check_kernel(lambda *a: ours(*a[:-1], eps, a[-1]), lambda *a: theirs(*a[:-1], eps, a[-1]),
+                         arrays + [relu_output])
     count = x.size // channels
     if running and count > 1:
-        if device == "cpu":
-            ours = _update_running(cpu, momentum, count)
-        else:
-            from kernels import cuda  # only where the CUDA tests run
-
-            ours = _update_running(cuda, momentum, count, cuda.from_host, lambda a: a.copy_to_host())
-        check_kernel(ours, _update_running(reference, momentum, count), [running[0], running[1], mean, var])
+        namespace, put, get = _namespace_and_transfers(device)
+        check_kernel(_update_running(namespace, momentum, count, put, get), _update_running(reference, momentum, count),
+                     [running[0], running[1], mean, var])
+        check_kernel(_stats_updating_running(namespace, momentum, put, get),
+                     _stats_updating_running(reference, momentum), [x, *running])
 
 
 def check_group_norm_kernels(case, device="cpu"):
@@ -207,6 +238,65 @@ def test_batch_norm_training_against_torch(case):
 @given(batch_norm_cases(training=False, per_channel_min=1))
 def test_batch_norm_eval_against_torch(case):
     check_batch_norm_against_torch(case, training=False)
+
+
+@given(batch_norm_cases(training=True))
+def test_batch_norm_relu_training_against_torch(case):
+    check_batch_norm_against_torch(case, training=True, activation="relu")
+
+
+@given(batch_norm_cases(training=False, per_channel_min=1))
+def test_batch_norm_relu_eval_against_torch(case):
+    check_batch_norm_against_torch(case, training=False, activation="relu")
+
+
+def _batch_norm_results(x, weight, bias, running, training, fused):
+    """(output, grad x, grad weight, grad bias, running mean, running var) of batch_norm with the ReLU
+    fused or applied after it."""
+    x, weight, bias = (L.Tensor(a, requires_grad=True) for a in (x, weight, bias))
+    running = [L.Tensor(a.copy()) for a in running]
+    if fused:
+        y = L.ops.batch_norm(x, *running, weight, bias, training=training, activation="relu")
+    else:
+        y = L.ops.relu(L.ops.batch_norm(x, *running, weight, bias, training=training))
+    y.backward(np.random.default_rng(7).standard_normal(y.shape).astype(y.dtype))
+    return y.numpy(), x.grad.numpy(), weight.grad.numpy(), bias.grad.numpy(), *(r.numpy() for r in running)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_batch_norm_relu_fused_equals_batch_norm_then_relu_exactly(training, dtype):
+    """On the CPU the fused kernels round as the two ops do: the same bits, forward and backward."""
+    rng = np.random.default_rng(4)
+    x = random_array(rng, (3, 5, 4, 6), dtype)
+    weight, bias = random_array(rng, (5,), dtype, 0.5, 2.0), random_array(rng, (5,), dtype)
+    running = (random_array(rng, (5,), dtype), random_array(rng, (5,), dtype, 0.5, 2.0))
+    fused = _batch_norm_results(x, weight, bias, running, training, fused=True)
+    separate = _batch_norm_results(x, weight, bias, running, training, fused=False)
+    assert 0 < np.count_nonzero(fused[0]) < fused[0].size, "the ReLU should pass some values and block others"
+    for name, mine, theirs in zip(("y", "grad x", "grad weight", "grad bias", "running mean", "running var"),
+                                  fused, separate):
+        np.testing.assert_array_equal(mine, theirs, err_msg=name)
+
+
+def test_modules_apply_a_following_relu_in_the_batch_norm_unless_a_hook_watches_it(monkeypatch):
+    """Sequential(ConvBN, ReLU, ...) skips the ReLU's own op; a hooked ReLU still runs itself."""
+    model = L.create_model("lsnet_test", seed=0)
+    x = L.Tensor(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    relu_calls = []
+    relu = L.ops.elementwise.ReLUFunction.forward
+    monkeypatch.setattr(L.ops.elementwise.ReLUFunction, "forward",
+                        lambda self, a: relu_calls.append(a.shape) or relu(self, a))
+    unfused = model.patch_embed[1](model.patch_embed[0](x))
+    assert len(relu_calls) == 1
+    relu_calls.clear()
+    model.patch_embed(x)
+    assert relu_calls == []
+    seen = []
+    model.patch_embed[1].register_forward_hook(lambda module, inputs, output: seen.append(output))
+    model.patch_embed(x)
+    assert len(relu_calls) == 1 and len(seen) == 1
+    np.testing.assert_array_equal(seen[0].numpy(), unfused.numpy())
 
 
 @given(
@@ -319,6 +409,8 @@ def _vector(size=3, dtype=np.float64):
          "argument 'momentum' must be a real number"),
         (lambda: L.ops.batch_norm(L.Tensor(np.zeros((1, 3))), None, None, training=True),
          r"Expected more than 1 value per channel when training, got input size \(1, 3\)"),
+        (lambda: L.ops.batch_norm(L.Tensor(np.zeros((2, 3))), None, None, training=True, activation="gelu"),
+         r"argument 'activation' must be one of \(None, 'relu'\); got 'gelu'"),
         (lambda: L.ops.batch_norm(L.Tensor(np.zeros((1, 3, 1, 1))), _vector(), _vector(), training=True),
          "Expected more than 1 value per channel when training"),
         (lambda: L.ops.group_norm(L.Tensor(np.zeros((2, 6, 3))), 4),

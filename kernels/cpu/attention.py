@@ -9,7 +9,9 @@ output and the value gradient accumulate on transposed copies so that the long a
 and the query gradient reads a transposed copy of grad_logits.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from .threads import parallel_kernel
 
 __all__ = [
     "attention_fwd", "attention_bwd_value", "attention_bwd_logits",
@@ -17,7 +19,7 @@ __all__ = [
 ]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _attention_fwd(q, k, v, biases, bias_idxs, scale, out, attn):
     batch, heads, key_dim, points = q.shape
     value_dim = v.shape[2]
@@ -49,7 +51,7 @@ def _attention_fwd(q, k, v, biases, bias_idxs, scale, out, attn):
         out[b, h] = out_t.T
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _attention_bwd_value(grad_out, attn, grad_v):
     batch, heads, value_dim, points = grad_out.shape
     for item in prange(batch * heads):
@@ -66,7 +68,7 @@ def _attention_bwd_value(grad_out, attn, grad_v):
         grad_v[b, h] = result_t.T
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _attention_bwd_logits(grad_out, v, attn, grad_logits):
     batch, heads, value_dim, points = grad_out.shape
     for item in prange(batch * heads):
@@ -88,7 +90,7 @@ def _attention_bwd_logits(grad_out, v, attn, grad_logits):
                 row[m] = probs_row[m] * (row[m] - inner)
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _attention_bwd_query(grad_logits, k, scale, grad_q):
     batch, heads, key_dim, points = grad_q.shape
     for item in prange(batch * heads):
@@ -106,7 +108,7 @@ def _attention_bwd_query(grad_logits, k, scale, grad_q):
                 row[n] *= scale
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _attention_bwd_key(grad_logits, q, scale, grad_k):
     batch, heads, key_dim, points = grad_k.shape
     for item in prange(batch * heads):
@@ -123,7 +125,7 @@ def _attention_bwd_key(grad_logits, q, scale, grad_k):
                 row[m] *= scale
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _attention_bwd_bias(grad_logits, bias_idxs, grad_biases):
     batch, heads, points = grad_logits.shape[:3]
     for h in prange(heads):  # each head owns its table row: the scatter-add is race-free

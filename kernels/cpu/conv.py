@@ -4,11 +4,19 @@ x: (B, C_in, H, W); w: (C_out, C_in / groups, KH, KW); y: (B, C_out, Ho, Wo) wit
 Ho = (H + 2 ph - KH) // sh + 1 and Wo likewise. Channel groups are contiguous blocks, as in PyTorch.
 1x1 stride-1 unpadded convolutions are matrix products on the (B, C, H*W) view; every other case
 unfolds x into columns (im2col, (B, C_in * KH * KW, Ho * Wo)) and multiplies per group.
+
+The forward pass multiplies image by image. Both gradients are one product per group over the whole
+batch, the images' columns side by side ((C, B * Ho * Wo), transposed copies): at LSNet's later
+stages an image has 16 to 196 positions, too few for BLAS's threads to pay off per image (waking them
+per call cost up to 30x the arithmetic on a busy 2-core machine). The forward pass keeps the
+per-image products because the rounding of the batched one moved the float32 whole-model gradients
+(tests/test_model.py) past their tolerance.
 """
 import numpy as np
 from numba import njit, prange
 
 from .gemm import matmul
+from .threads import parallel_kernel
 
 __all__ = ["conv2d_fwd", "conv2d_bwd_input", "conv2d_bwd_weight"]
 
@@ -21,7 +29,7 @@ def _valid_range(size_out, size_in, step, shift):
     return low, max(low, high)
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _im2col(x, kernel_h, kernel_w, sh, sw, ph, pw, out_h, out_w, col):
     batch, channels, height, width = x.shape
     for plane in prange(batch * channels):
@@ -39,7 +47,7 @@ def _im2col(x, kernel_h, kernel_w, sh, sw, ph, pw, out_h, out_w, col):
                         dst[j] = src[j * sw + v - pw]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _col2im(col, kernel_h, kernel_w, sh, sw, ph, pw, out_h, out_w, grad_x):
     batch, channels, height, width = grad_x.shape
     for plane in prange(batch * channels):
@@ -83,6 +91,18 @@ def _columns(x, kernel_shape, stride, padding, groups):
     return col.reshape(batch, groups, channels // groups * taps, out_h * out_w)
 
 
+def _side_by_side(a):
+    """(B, G, K, P) as (G, K, B * P): each group's rows with the images' positions side by side (a copy)."""
+    batch, groups, depth, positions = a.shape
+    return a.transpose(1, 2, 0, 3).reshape(groups, depth, batch * positions)
+
+
+def _images_apart(a, batch):
+    """(G, K, B * P) back as a contiguous (B, G, K, P)."""
+    groups, depth, columns = a.shape
+    return np.ascontiguousarray(a.reshape(groups, depth, batch, columns // max(batch, 1)).transpose(2, 0, 1, 3))
+
+
 def conv2d_fwd(x, w, stride, padding, groups):
     out_h, out_w = _output_size(x.shape[2:], w.shape[2:], stride, padding)
     w_grouped = np.ascontiguousarray(w).reshape(groups, w.shape[0] // groups, w[0].size)
@@ -93,7 +113,8 @@ def conv2d_fwd(x, w, stride, padding, groups):
 def conv2d_bwd_input(grad_y, w, input_shape, stride, padding, groups):
     batch, out_h, out_w = grad_y.shape[0], grad_y.shape[2], grad_y.shape[3]
     w_grouped = np.ascontiguousarray(w).reshape(groups, w.shape[0] // groups, w[0].size)
-    grad_columns = matmul(w_grouped, _grouped(grad_y, groups), transpose_a=True)
+    grad_columns = matmul(w_grouped, _side_by_side(_grouped(grad_y, groups)), transpose_a=True)
+    grad_columns = _images_apart(grad_columns, batch)
     if _is_pointwise(w.shape[2:], stride, padding):
         return grad_columns.reshape(input_shape)
     grad_x = np.empty(input_shape, grad_y.dtype)
@@ -105,8 +126,5 @@ def conv2d_bwd_input(grad_y, w, input_shape, stride, padding, groups):
 def conv2d_bwd_weight(grad_y, x, weight_shape, stride, padding, groups):
     columns = _columns(x, weight_shape[2:], stride, padding, groups)
     # one product per group, contracting over samples and positions at once: (C_out/G, B*P) @ (B*P, K)
-    samples_and_positions = grad_y.shape[0] * grad_y.shape[2] * grad_y.shape[3]
-    grad_y_rows = _grouped(grad_y, groups).transpose(1, 2, 0, 3)
-    grad_y_rows = grad_y_rows.reshape(groups, weight_shape[0] // groups, samples_and_positions)
-    column_rows = columns.transpose(1, 2, 0, 3).reshape(groups, columns.shape[2], samples_and_positions)
-    return matmul(grad_y_rows, column_rows, transpose_b=True).reshape(weight_shape)
+    grad_y_rows = _side_by_side(_grouped(grad_y, groups))
+    return matmul(grad_y_rows, _side_by_side(columns), transpose_b=True).reshape(weight_shape)

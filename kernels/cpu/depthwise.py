@@ -14,6 +14,8 @@ kernel row into the loop body.
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from .threads import parallel_kernel
+
 __all__ = ["depthwise_conv2d_fwd", "depthwise_conv2d_bwd_input", "depthwise_conv2d_bwd_weight"]
 
 GROUP = 32  # samples per work item, at most
@@ -65,7 +67,7 @@ def _fold_sum(row):
     return total
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _depthwise_fwd(x, w, sh, sw, ph, pw, group, tasks, row_taps, y):
     batch, channels, height, width = x.shape
     kernel_h, kernel_w = w.shape[2], len(row_taps)
@@ -111,7 +113,7 @@ def _depthwise_fwd(x, w, sh, sw, ph, pw, group, tasks, row_taps, y):
                         out[j] = acc[np.uint64(j * group + m)]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _depthwise_bwd_weight(grad_y, x, sh, sw, ph, pw, group, tasks, row_taps, grad_w):
     batch, channels, height, width = x.shape
     kernel_h, kernel_w = grad_w.shape[2], len(row_taps)

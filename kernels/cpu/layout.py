@@ -6,12 +6,14 @@ middle axis; the global average pool views (B, C, H, W) as (B*C, H*W) planes.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from .threads import parallel_kernel
 
 __all__ = ["slice_axis", "concat_axis", "spatial_mean_fwd", "spatial_mean_bwd"]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _copy_range(source, source_start, target, target_start, length):
     """target[:, target_start:target_start+length] = source[:, source_start:source_start+length]."""
     outer, _, inner = source.shape
@@ -21,7 +23,7 @@ def _copy_range(source, source_start, target, target_start, length):
                 target[o, target_start + a, i] = source[o, source_start + a, i]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _spatial_mean_fwd(x, y):
     planes, pixels = x.shape
     for p in prange(planes):
@@ -31,7 +33,7 @@ def _spatial_mean_fwd(x, y):
         y[p] = total / pixels
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _spatial_mean_bwd(grad_y, grad_x):
     planes, pixels = grad_x.shape
     for p in prange(planes):

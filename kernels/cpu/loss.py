@@ -7,19 +7,21 @@ d loss / d logits[k] = (sum_j target[j]) * softmax[k] - target[k]. Sums accumula
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from .threads import parallel_kernel
 
 __all__ = ["one_hot", "softmax_cross_entropy_fwd", "softmax_cross_entropy_bwd", "argmax_rows"]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _one_hot(labels, on_value, off_value, out):
     for n in prange(out.shape[0]):
         out[n, :] = off_value
         out[n, labels[n]] = on_value
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _softmax_cross_entropy_fwd(logits, target, losses, probs):
     rows, classes = logits.shape
     for n in prange(rows):
@@ -40,7 +42,7 @@ def _softmax_cross_entropy_fwd(logits, target, losses, probs):
         losses[n] = loss
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _softmax_cross_entropy_bwd(grad_losses, probs, target, grad_logits):
     rows, classes = probs.shape
     for n in prange(rows):
@@ -51,7 +53,7 @@ def _softmax_cross_entropy_bwd(grad_losses, probs, target, grad_logits):
             grad_logits[n, k] = grad_losses[n] * (mass * probs[n, k] - target[n, k])
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _argmax_rows(x, out):
     rows, columns = x.shape
     for n in prange(rows):

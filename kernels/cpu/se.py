@@ -4,14 +4,15 @@ x, y: (B, C, H, W); fc1: w1 (R, C, 1, 1), b1 (R,); fc2: w2 (C, R, 1, 1), b2 (C,)
 are Numba kernels over (b, c) planes; the small matrix products between them use NumPy's BLAS.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .rows import row_dot, row_sum
+from .threads import parallel_kernel
 
 __all__ = ["squeeze_excite_fwd", "squeeze_excite_bwd"]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _plane_means(x, pooled):
     batch, channels, size = x.shape
     for plane in prange(batch * channels):
@@ -19,7 +20,7 @@ def _plane_means(x, pooled):
         pooled[b, c] = row_sum(x[b, c]) / size
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _scale_planes(x, gate, y):
     batch, channels, size = x.shape
     for plane in prange(batch * channels):
@@ -29,7 +30,7 @@ def _scale_planes(x, gate, y):
             y[b, c, i] = x[b, c, i] * scale
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _plane_dots(first, second, dots):
     batch, channels = first.shape[:2]
     for plane in prange(batch * channels):
@@ -37,7 +38,7 @@ def _plane_dots(first, second, dots):
         dots[b, c] = row_dot(first[b, c], second[b, c])
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _scale_shift_planes(x, gate, shift, y):
     batch, channels, size = x.shape
     for plane in prange(batch * channels):

@@ -12,6 +12,8 @@ bounds-checked loops, and the long inner loop vectorises even on 7 x 7 maps. Wor
 import numpy as np
 from numba import njit, prange
 
+from .threads import parallel_kernel
+
 __all__ = ["ska_fwd", "ska_bwd_input", "ska_bwd_weight"]
 
 
@@ -31,7 +33,7 @@ def _tap_range(u, v, pad, height, width):
     return max(start, -d), min(stop, height * width - d), d
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _ska_fwd(x, w, masks, kernel_size, width, y):
     batch, channels, size = x.shape
     height = size // width
@@ -51,7 +53,7 @@ def _ska_fwd(x, w, masks, kernel_size, width, y):
                         out[p] += tap[p] * inp[p + d] * mask[p]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _ska_bwd_input(grad_y, w, masks, kernel_size, width, grad_x):
     batch, channels, size = grad_y.shape
     height = size // width
@@ -71,7 +73,7 @@ def _ska_bwd_input(grad_y, w, masks, kernel_size, width, grad_x):
                         out[p + d] += tap[p] * gy[p] * mask[p]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def _ska_bwd_weight(grad_y, x, masks, kernel_size, width, grad_w):
     batch, channels, size = x.shape
     height = size // width

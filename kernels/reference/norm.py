@@ -16,17 +16,27 @@ def _as_ncl(x):
     return x.astype(np.float64).reshape(x.shape[0], x.shape[1], -1)
 
 
-def batch_norm_stats(x):
+def _after_relu(grad_y, relu_output):
+    """grad_y, zeroed where a fused ReLU's output is not positive."""
+    return grad_y if relu_output is None else np.where(relu_output > 0, grad_y, 0).astype(grad_y.dtype)
+
+
+def batch_norm_stats(x, running_mean=None, running_var=None, momentum=0.1):
     x3 = _as_ncl(x)
-    return x3.mean(axis=(0, 2)).astype(x.dtype), x3.var(axis=(0, 2)).astype(x.dtype)
+    mean, var = x3.mean(axis=(0, 2)).astype(x.dtype), x3.var(axis=(0, 2)).astype(x.dtype)
+    if running_mean is not None:
+        batch_norm_update_running(running_mean, running_var, mean, var, momentum, x.size // x.shape[1])
+    return mean, var
 
 
-def batch_norm_fwd(x, mean, var, weight, bias, eps):
+def batch_norm_fwd(x, mean, var, weight, bias, eps, relu=False):
     xhat = (_as_ncl(x) - _channels(mean)) / np.sqrt(_channels(var) + eps)
-    return (xhat * _channels(weight) + _channels(bias)).reshape(x.shape).astype(x.dtype)
+    y = (xhat * _channels(weight) + _channels(bias)).reshape(x.shape).astype(x.dtype)
+    return np.maximum(y, 0) if relu else y
 
 
-def batch_norm_bwd(grad_y, x, mean, var, weight, eps):
+def batch_norm_bwd(grad_y, x, mean, var, weight, eps, relu_output=None):
+    grad_y = _after_relu(grad_y, relu_output)
     grad_y3 = _as_ncl(grad_y)
     rstd = 1.0 / np.sqrt(_channels(var) + eps)
     xhat = (_as_ncl(x) - _channels(mean)) * rstd
@@ -37,13 +47,13 @@ def batch_norm_bwd(grad_y, x, mean, var, weight, eps):
     return grad_x.reshape(x.shape).astype(x.dtype), grad_weight, grad_bias
 
 
-def batch_norm_bwd_eval(grad_y, var, weight, eps):
-    grad_x = _as_ncl(grad_y) * _channels(weight) / np.sqrt(_channels(var) + eps)
+def batch_norm_bwd_eval(grad_y, var, weight, eps, relu_output=None):
+    grad_x = _as_ncl(_after_relu(grad_y, relu_output)) * _channels(weight) / np.sqrt(_channels(var) + eps)
     return grad_x.reshape(grad_y.shape).astype(grad_y.dtype)
 
 
-def batch_norm_bwd_weight(grad_y, x, mean, var, eps):
-    grad_y3 = _as_ncl(grad_y)
+def batch_norm_bwd_weight(grad_y, x, mean, var, eps, relu_output=None):
+    grad_y3 = _as_ncl(_after_relu(grad_y, relu_output))
     xhat = (_as_ncl(x) - _channels(mean)) / np.sqrt(_channels(var) + eps)
     return (grad_y3 * xhat).sum(axis=(0, 2)).astype(x.dtype), grad_y3.sum(axis=(0, 2)).astype(x.dtype)
 

@@ -15,6 +15,7 @@ from ._checks import check_nonempty, check_rank, check_same_dtype, check_shape
 __all__ = ["batch_norm", "group_norm", "sync_batch_norm"]
 
 LAYOUT = "(N, C), (N, C, L) or (N, C, H, W)"
+ACTIVATIONS = (None, "relu")  # what batch_norm may apply to its output in the same kernel
 
 
 class _AffineNormFunction(Function):
@@ -39,34 +40,37 @@ class _AffineNormFunction(Function):
 
 
 class BatchNormFunction(_AffineNormFunction):
-    def __init__(self, given, training, momentum, eps):
-        self.given, self.training, self.momentum, self.eps = given, training, momentum, eps
+    def __init__(self, given, training, momentum, eps, relu):
+        self.given, self.training, self.momentum, self.eps, self.relu = given, training, momentum, eps, relu
 
     def forward(self, x, *optional):
         arrays = self._arrays(optional)
         weight, bias = self._affine(arrays, x.shape[1], x.dtype)
-        if self.training:
-            mean, var = self.kernels.batch_norm_stats(x)
-            if "running_mean" in arrays:
-                count = x.shape[0] * math.prod(x.shape[2:])
-                self.kernels.batch_norm_update_running(
-                    arrays["running_mean"], arrays["running_var"], mean, var, self.momentum, count
-                )
+        if self.training:  # the running statistics, where given, are updated in the same kernel
+            mean, var = self.kernels.batch_norm_stats(
+                x, arrays.get("running_mean"), arrays.get("running_var"), self.momentum
+            )
         else:  # copies: a later training call updates the running statistics in place
             mean, var = self.kernels.copy(arrays["running_mean"]), self.kernels.copy(arrays["running_var"])
-        self.save_for_backward(x, mean, var, weight)
-        return self.kernels.batch_norm_fwd(x, mean, var, weight, bias, self.eps)
+        y = self.kernels.batch_norm_fwd(x, mean, var, weight, bias, self.eps, self.relu)
+        # with the ReLU, its output says where gradients pass
+        self.save_for_backward(x, mean, var, weight, y if self.relu else None)
+        return y
 
     def backward(self, grad_y):
-        x, mean, var, weight = self.saved
+        x, mean, var, weight, relu_output = self.saved
         grad_x = grad_weight = grad_bias = None
         if self.training and self._needs("x"):
-            grad_x, grad_weight, grad_bias = self.kernels.batch_norm_bwd(grad_y, x, mean, var, weight, self.eps)
+            grad_x, grad_weight, grad_bias = self.kernels.batch_norm_bwd(
+                grad_y, x, mean, var, weight, self.eps, relu_output
+            )
         else:
             if self._needs("x"):
-                grad_x = self.kernels.batch_norm_bwd_eval(grad_y, var, weight, self.eps)
+                grad_x = self.kernels.batch_norm_bwd_eval(grad_y, var, weight, self.eps, relu_output)
             if self._needs("weight") or self._needs("bias"):
-                grad_weight, grad_bias = self.kernels.batch_norm_bwd_weight(grad_y, x, mean, var, self.eps)
+                grad_weight, grad_bias = self.kernels.batch_norm_bwd_weight(
+                    grad_y, x, mean, var, self.eps, relu_output
+                )
         return self._input_grads(x=grad_x, weight=grad_weight, bias=grad_bias)
 
 
@@ -153,8 +157,9 @@ def _check_real(op, name, value, minimum=None):
         raise ValueError(f"{op}: argument '{name}' must be a real number{bound}; got {value!r}")
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
-    """Batch normalisation per channel, as torch.nn.functional.batch_norm.
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+               activation=None):
+    """Batch normalisation per channel, as torch.nn.functional.batch_norm, optionally followed by a ReLU.
 
     y = (x - mean) / sqrt(var + eps) * weight + bias, with the batch mean and biased variance when
     training and the running statistics otherwise. When training with running statistics they are
@@ -166,6 +171,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         running_mean, running_var: (C,) Tensors (buffers, never differentiated), both or neither;
             required when not training.
         weight, bias: (C,) or None (1 and 0).
+        activation: None, or "relu" for relu(batch_norm(x)) in one kernel each way (as F.relu after it).
     Returns:
         a Tensor shaped like x.
     """
@@ -180,9 +186,12 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     _check_vectors(op, x, given)
     _check_real(op, "momentum", momentum)
     _check_real(op, "eps", eps, minimum=0)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{op}: argument 'activation' must be one of {ACTIVATIONS}; got {activation!r}")
     if training and x.shape[0] * math.prod(x.shape[2:]) == 1:
         raise ValueError(f"{op}: Expected more than 1 value per channel when training, got input size {x.shape}")
-    return BatchNormFunction(tuple(given), bool(training), float(momentum), float(eps)).apply(x, *given.values())
+    function = BatchNormFunction(tuple(given), bool(training), float(momentum), float(eps), activation == "relu")
+    return function.apply(x, *given.values())
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
