@@ -81,12 +81,14 @@ class CtrlCHandler:
     The first Ctrl-C only sets a flag (stop_requested): training stops at the next step boundary. A
     second raises KeyboardInterrupt at once, unless files are being written (`deferred()`): then it
     is raised when the writing ends. A process that ignores SIGINT (started with `&` by a script)
-    keeps ignoring it.
+    keeps ignoring it. `announce`: say so on stderr at the first press (rank 0 only, where mpiexec
+    passes Ctrl-C on to every process).
     """
 
-    def __init__(self):
+    def __init__(self, announce=True):
         self.presses = 0
         self.writing = False
+        self.announce = announce
 
     def __enter__(self):
         self.previous = signal.getsignal(signal.SIGINT)
@@ -103,9 +105,10 @@ class CtrlCHandler:
     def handle(self, signum, frame):
         self.presses += 1
         if self.presses == 1:
-            # os.write: print could re-enter a stderr write (a progress bar's) that the signal interrupted
-            os.write(2, b"\nCtrl-C: stopping after the current step to save a checkpoint; "
-                        b"Ctrl-C again stops at once without saving\n")
+            if self.announce:
+                # os.write: print could re-enter a stderr write (a progress bar's) that the signal interrupted
+                os.write(2, b"\nCtrl-C: stopping after the current step to save a checkpoint; "
+                            b"Ctrl-C again stops at once without saving\n")
         elif not self.writing:
             raise KeyboardInterrupt
 
@@ -545,7 +548,7 @@ def run(args, group=ONE_PROCESS):
               + (f", {group.size} processes" if group.size > 1 else ""))
         print(kernel_cache_note())
     stats = {}
-    with CtrlCHandler() as ctrl_c:
+    with CtrlCHandler(announce=root) as ctrl_c:
         try:
             for epoch in range(start_epoch, args.epochs):
                 resuming = epoch == start_epoch
