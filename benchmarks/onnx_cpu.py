@@ -1,12 +1,14 @@
 """Inference throughput of the ONNX export: ONNX Runtime on the exported LSNet against our fused model and
 PyTorch eager (tests/torch_lsnet.py), same CPU, same thread count, same run.
 
-    python benchmarks/onnx_cpu.py [--variant t] [--batch 32] [--steps 5] [--threads N]
+    python benchmarks/onnx_cpu.py [--variant t] [--batch 32] [--steps 5] [--rounds 3] [--threads N]
 
 Each case runs in a fresh process: ONNX Runtime on the file `lsnet_ref.export_onnx` writes (CPU
 execution provider, default graph optimisations, N intra-op threads), our eval model fused
-(`LSNet.fuse`, N Numba threads) and PyTorch eager in eval mode under no_grad (N threads). Prints
-images/s of the best step after one warm-up step, and the ratio to PyTorch's.
+(`LSNet.fuse`, N Numba threads) and PyTorch eager in eval mode under no_grad (N threads). The three
+cases alternate for --rounds rounds, so that a burst of other work on a shared machine does not
+land on one case only. Prints images/s of the best step over all rounds (each process takes one
+warm-up step first), and the ratio to PyTorch's.
 """
 import argparse
 import json
@@ -80,6 +82,7 @@ def main():
     parser.add_argument("--variant", choices=("t", "s", "b"), default="t")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--worker", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -87,14 +90,17 @@ def main():
         worker(args.worker, args.variant, args.batch, args.steps, args.threads)
         return
     results = {}
-    for case in CASES:
-        command = [sys.executable, __file__, "--worker", case, "--variant", args.variant, "--batch", str(args.batch),
-                   "--steps", str(args.steps), "--threads", str(args.threads)]
-        output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": ROOT}).stdout
-        results[case] = json.loads(output.strip().splitlines()[-1])
+    for _ in range(args.rounds):
+        for case in CASES:
+            command = [sys.executable, __file__, "--worker", case, "--variant", args.variant, "--batch",
+                       str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)]
+            output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT,
+                                    env={**os.environ, "PYTHONPATH": ROOT}).stdout
+            row = json.loads(output.strip().splitlines()[-1])
+            if case not in results or row["images_per_s"] > results[case]["images_per_s"]:
+                results[case] = row
     print(f"LSNet-{args.variant.upper()} at 224, batch {args.batch}, float32, {args.threads} threads, "
-          f"best of {args.steps} steps")
+          f"best of {args.rounds} rounds of {args.steps} steps")
     print("| case | images/s | ratio to PyTorch | batch ms |")
     print("|---|---|---|---|")
     reference = results["torch eager"]["images_per_s"]

@@ -92,5 +92,5 @@ def channel_sum(x):
 
 
 def add_channel_bias(x, bias):
-    """x + bias broadcast along axis 1."""
-    return x + bias.reshape((1, -1) + (1,) * (x.ndim - 2))
+    """x + bias broadcast along axis 1, written into x: callers pass a fresh product nothing else holds."""
+    return np.add(x, bias.reshape((1, -1) + (1,) * (x.ndim - 2)), out=x)
