@@ -157,6 +157,19 @@ def _check_real(op, name, value, minimum=None):
         raise ValueError(f"{op}: argument '{name}' must be a real number{bound}; got {value!r}")
 
 
+def _check_batch_norm(op, x, running_mean, running_var, weight, bias, momentum, eps):
+    """The arguments batch_norm and sync_batch_norm share; returns the given optional tensors by name."""
+    _check_input(op, x)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{op}: running_mean and running_var must either both be None or neither be None")
+    optional = {"running_mean": running_mean, "running_var": running_var, "weight": weight, "bias": bias}
+    given = {name: tensor for name, tensor in optional.items() if tensor is not None}
+    _check_vectors(op, x, given)
+    _check_real(op, "momentum", momentum)
+    _check_real(op, "eps", eps, minimum=0)
+    return given
+
+
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
                activation=None):
     """Batch normalisation per channel, as torch.nn.functional.batch_norm, optionally followed by a ReLU.
@@ -176,16 +189,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         a Tensor shaped like x.
     """
     op = "batch_norm"
-    _check_input(op, x)
-    if (running_mean is None) != (running_var is None):
-        raise ValueError(f"{op}: running_mean and running_var must either both be None or neither be None")
+    given = _check_batch_norm(op, x, running_mean, running_var, weight, bias, momentum, eps)
     if not training and running_mean is None:
         raise ValueError(f"{op}: running_mean and running_var must be given in evaluation mode (training=False)")
-    optional = {"running_mean": running_mean, "running_var": running_var, "weight": weight, "bias": bias}
-    given = {name: tensor for name, tensor in optional.items() if tensor is not None}
-    _check_vectors(op, x, given)
-    _check_real(op, "momentum", momentum)
-    _check_real(op, "eps", eps, minimum=0)
     if activation not in ACTIVATIONS:
         raise ValueError(f"{op}: argument 'activation' must be one of {ACTIVATIONS}; got {activation!r}")
     if training and x.shape[0] * math.prod(x.shape[2:]) == 1:
@@ -230,14 +236,6 @@ def sync_batch_norm(x, running_mean, running_var, weight, bias, sum_over_process
         sum_over_processes: called with a float64 NumPy vector, returns its elementwise sum over the
             processes (every process calls it at the same points, as a collective).
     """
-    op = "sync_batch_norm"
-    _check_input(op, x)
-    if (running_mean is None) != (running_var is None):
-        raise ValueError(f"{op}: running_mean and running_var must either both be None or neither be None")
-    optional = {"running_mean": running_mean, "running_var": running_var, "weight": weight, "bias": bias}
-    given = {name: tensor for name, tensor in optional.items() if tensor is not None}
-    _check_vectors(op, x, given)
-    _check_real(op, "momentum", momentum)
-    _check_real(op, "eps", eps, minimum=0)
+    given = _check_batch_norm("sync_batch_norm", x, running_mean, running_var, weight, bias, momentum, eps)
     return SyncBatchNormFunction(tuple(given), float(momentum), float(eps), sum_over_processes).apply(
         x, *given.values())
