@@ -9,10 +9,8 @@
 --sigint-on-rank R EPOCH BATCH: process R alone gets a SIGINT (Ctrl-C) before reading batch BATCH of EPOCH.
 """
 import argparse
-import contextlib
 import json
 import os
-import signal
 import sys
 import time
 
@@ -21,6 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import train.data  # noqa: E402
+from interrupt import stop_at  # noqa: E402
 from lsnet_ref.optim import ModelEMA  # noqa: E402
 from train import engine, imagenet  # noqa: E402
 
@@ -73,20 +72,7 @@ def fail_at_first_loss(folder):
 
 
 def sigint_before(stop_epoch, stop_batch):
-    original = train.data.Loader.epoch
-
-    @contextlib.contextmanager
-    def epoch(loader, epoch, start_batch=0):
-        with original(loader, epoch, start_batch) as batches:
-            def interrupting():
-                for index, batch in enumerate(batches, start=start_batch):
-                    if (epoch, index) == (stop_epoch, stop_batch):
-                        signal.raise_signal(signal.SIGINT)
-                    yield batch
-
-            yield interrupting()
-
-    train.data.Loader.epoch = epoch
+    train.data.Loader.epoch = stop_at(train.data.Loader.epoch, stop_epoch, stop_batch)
 
 
 def main():

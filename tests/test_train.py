@@ -1,9 +1,7 @@
 """`python -m train.imagenet` end to end on generated data, as a user runs it (through main())."""
-import contextlib
 import json
 import os
 import shutil
-import signal
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ import torch
 
 import lsnet_ref as L
 import train.data
+from interrupt import stop_at
 from lsnet_ref import checkpoint as ckpt
 from train import imagenet
 from train.demo import demo_dataset
@@ -80,23 +79,6 @@ def test_a_tiny_model_learns_the_demo_task_well_above_chance(tmp_path):
     assert run(*argv) == 0
     best = max(line["test_acc1"] for line in log_lines(tmp_path / "out"))
     assert best >= 35.0, f"best top-1 {best:.1f}% (chance is 10%)"
-
-
-def stop_at(original, stop_epoch, stop_batch):
-    """A Loader.epoch that sends SIGINT (Ctrl-C) before batch `stop_batch` of `stop_epoch`."""
-
-    @contextlib.contextmanager
-    def epoch(loader, epoch, start_batch=0):
-        with original(loader, epoch, start_batch) as batches:
-            def interrupting():
-                for index, batch in enumerate(batches, start=start_batch):
-                    if (epoch, index) == (stop_epoch, stop_batch):
-                        signal.raise_signal(signal.SIGINT)
-                    yield batch
-
-            yield interrupting()
-
-    return epoch
 
 
 def test_resume_after_ctrl_c_ends_with_the_weights_of_an_uninterrupted_run(data_root, tmp_path, monkeypatch):
